@@ -1,0 +1,121 @@
+// Bindings of the Gram-matrix driver: array conversion, GIL release, interruption.
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "ntkcore/gram.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+
+// The network as the Python layer passes it: (family, (a, b, c), w_var, b_var).
+ntkcore::Network to_network(const py::tuple& spec) {
+    if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
+    ntkcore::Network net;
+    const auto family = spec[0].cast<std::string>();
+    if (family == "ab_relu")
+        net.activation.family = ntkcore::Family::ab_relu;
+    else if (family == "sign")
+        net.activation.family = ntkcore::Family::sign;
+    else if (family == "erf")
+        net.activation.family = ntkcore::Family::erf;
+    else
+        throw std::invalid_argument("unknown activation family '" + family + "'");
+    const auto params = spec[1].cast<std::vector<double>>();
+    if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
+    net.activation.a = params[0];
+    net.activation.b = params[1];
+    net.activation.c = params[2];
+    net.w_var = spec[2].cast<std::vector<double>>();
+    net.b_var = spec[3].cast<std::vector<double>>();
+    net.validate();
+    return net;
+}
+
+template <class T>
+Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+    return {a.data(), a.shape(0), a.shape(1)};
+}
+
+template <class T>
+Eigen::Map<ntkcore::RowMatrix<T>> output_view(Array<T>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+    return {a.mutable_data(), a.shape(0), a.shape(1)};
+}
+
+// Polls Python's signal handlers from the calling thread, so that Ctrl-C ends a long run.
+bool python_interrupt_pending() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+}
+
+template <class T>
+void gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2,
+          Array<T>& nngp, Array<T>& ntk, int n_threads, std::size_t tile_rows,
+          std::size_t tile_cols) {
+    const ntkcore::Network net = to_network(spec);
+    const auto a = matrix_view(x1, "x1");
+    auto k = output_view(nngp, "nngp");
+    auto t = output_view(ntk, "ntk");
+    ntkcore::GramOptions opt;
+    opt.n_threads = n_threads;
+    opt.tile_rows = tile_rows;
+    opt.tile_cols = tile_cols;
+    opt.should_stop = python_interrupt_pending;
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            if (x2) {
+                const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
+                ntkcore::gram<T>(net, a, &b, k, t, opt);
+            } else {
+                ntkcore::gram<T>(net, a, nullptr, k, t, opt);
+            }
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
+}
+
+template <class T>
+void diagonal(const py::tuple& spec, const Array<T>& x, Array<T>& nngp, Array<T>& ntk) {
+    const ntkcore::Network net = to_network(spec);
+    const auto a = matrix_view(x, "x");
+    if (nngp.ndim() != 1 || ntk.ndim() != 1)
+        throw std::invalid_argument("diagonal outputs must be 1-D");
+    Eigen::Map<ntkcore::Vector<T>> k(nngp.mutable_data(), nngp.shape(0));
+    Eigen::Map<ntkcore::Vector<T>> t(ntk.mutable_data(), ntk.shape(0));
+    py::gil_scoped_release release;
+    ntkcore::diagonal<T>(net, a, k, t);
+}
+
+template <class T>
+void define(py::module_& m) {
+    // noconvert: arrays must already have the right dtype and layout (the Python layer
+    // converts once), and outputs are written in place, never into a temporary copy.
+    m.def("gram", &gram<T>, py::arg("network"), py::arg("x1").noconvert(),
+          py::arg("x2").noconvert().none(true), py::arg("nngp").noconvert(),
+          py::arg("ntk").noconvert(), py::arg("n_threads") = 0, py::arg("tile_rows") = 64,
+          py::arg("tile_cols") = 64);
+    m.def("diagonal", &diagonal<T>, py::arg("network"), py::arg("x").noconvert(),
+          py::arg("nngp").noconvert(), py::arg("ntk").noconvert());
+}
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+    define<double>(m);
+    define<float>(m);
+}

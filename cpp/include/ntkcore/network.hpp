@@ -1,0 +1,51 @@
+// The architecture: a fully-connected network of `depth` activations between
+// depth + 1 dense layers (SPEC sec. 1), described by its activation and the
+// per-layer weight and bias variances.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ntkcore {
+
+// Activation families with closed-form dual maps (SPEC sec. 3).
+enum class Family {
+    ab_relu,  // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
+    sign,     // sign(x)
+    erf,      // a erf(b x) + c
+};
+
+struct Activation {
+    Family family = Family::ab_relu;
+    double a = 0.0;
+    double b = 1.0;
+    double c = 0.0;
+};
+
+struct Network {
+    Activation activation;
+    std::vector<double> w_var;  // sigma_w^2 of each dense layer, depth + 1 entries
+    std::vector<double> b_var;  // sigma_b^2 of each dense layer, depth + 1 entries
+
+    std::size_t depth() const { return w_var.size() - 1; }
+
+    void validate() const {
+        if (w_var.empty() || w_var.size() != b_var.size())
+            throw std::invalid_argument(
+                "network: w_var and b_var need the same number (depth + 1 >= 1) of entries");
+        for (std::size_t l = 0; l < w_var.size(); ++l) {
+            if (!(std::isfinite(w_var[l]) && w_var[l] >= 0.0 && std::isfinite(b_var[l]) &&
+                  b_var[l] >= 0.0))
+                throw std::invalid_argument("network: variances of layer " + std::to_string(l) +
+                                            " must be finite and >= 0");
+        }
+        const Activation& act = activation;
+        if (!(std::isfinite(act.a) && std::isfinite(act.b) && std::isfinite(act.c)))
+            throw std::invalid_argument("network: activation parameters must be finite");
+    }
+};
+
+}  // namespace ntkcore

@@ -1,0 +1,155 @@
+// The per-point recursion (SPEC sec. 2 on the diagonal) and the layer constants it fixes.
+//
+// Deep networks leave the float range long before their kernels do (ReLU with W_std = 1
+// halves the variance at every layer, so q1 q2 - c^2 underflows near depth 540).  All
+// state after dense layer l is therefore kept in units of 2^e_l (c, q and theta) and
+// 2^(2 e_l) (d), with e_l chosen from the largest per-point variance of that layer over
+// every point of the computation.  Powers of two keep the scaling exact; the result is
+// scaled back once at the end.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "dual_maps.hpp"
+#include "network.hpp"
+
+namespace ntkcore {
+
+// Per-point state of one set of points, layer-major: entry l * n + i is point i after
+// dense layer l (q, r) or after activation l (ra).
+template <class T>
+struct PointStates {
+    std::size_t n = 0;
+    std::vector<T> q;   // scaled variance, (depth + 1) x n
+    std::vector<T> r;   // its square root
+    std::vector<T> ra;  // sqrt of the variance after each activation, depth x n (true units)
+    std::vector<double> nngp, ntk;  // K(x, x) and Theta(x, x), true units
+};
+
+template <class T>
+struct Recursion {
+    std::vector<int> exponent;         // e_l, l = 0..depth
+    T input_w = T(0), input_b = T(0);  // first dense layer, scaled
+    std::vector<DenseStep<T>> dense;   // the dense layer after activation l, l < depth
+    std::vector<T> scale;              // 2^e_l as T (erf needs true variances)
+};
+
+namespace detail {
+
+// Smallest e with value < 2^(e+1), i.e. value / 2^e in [1, 2); 0 for value = 0.
+inline int binary_exponent(double value) {
+    if (!(value > 0.0)) return 0;
+    int e = 0;
+    std::frexp(value, &e);
+    return e - 1;
+}
+
+// Exponent for the variances w * v * 2^e_in + b (v <= v_max, the largest scaled value):
+// the largest term lands in [1, 2) after scaling.  Computed from exponents so that nothing
+// overflows however deep the network.
+inline int layer_exponent(double w, double v_max, int e_in, double b, int fallback) {
+    const bool has_w = w > 0.0 && v_max > 0.0;
+    const bool has_b = b > 0.0;
+    if (!has_w && !has_b) return fallback;
+    const int ew = has_w ? binary_exponent(w * v_max) + e_in : 0;
+    const int eb = has_b ? binary_exponent(b) : 0;
+    return has_w && has_b ? std::max(ew, eb) : (has_w ? ew : eb);
+}
+
+}  // namespace detail
+
+// Runs the per-point recursion for every point set (their squared input norms divided by
+// the input dimension), fixing the common scale exponents, the layer constants and each
+// set's per-point state.  Fam is one of the dual-map families of dual_maps.hpp.
+template <class T, class Fam>
+Recursion<T> run_recursion(const Network& net, const Fam& act,
+                           const std::vector<const std::vector<double>*>& input_variances,
+                           std::vector<PointStates<T>*> states) {
+    const std::size_t depth = net.depth();
+    Recursion<T> rec;
+    rec.exponent.resize(depth + 1);
+
+    double v_max = 0.0;
+    for (const auto* v : input_variances)
+        for (double x : *v) v_max = std::max(v_max, x);
+    rec.exponent[0] = detail::layer_exponent(net.w_var[0], v_max, 0, net.b_var[0], 0);
+    const double w0 = std::ldexp(net.w_var[0], -rec.exponent[0]);
+    const double b0 = std::ldexp(net.b_var[0], -rec.exponent[0]);
+    rec.input_w = T(w0);
+    rec.input_b = T(b0);
+
+    // Scaled per-point variances and NTK of the current layer, all sets concatenated.
+    std::vector<double> q, theta, act_q;
+    for (const auto* v : input_variances)
+        for (double x : *v) q.push_back(w0 * x + b0);
+    theta = q;
+
+    for (std::size_t s = 0; s < states.size(); ++s) {
+        PointStates<T>& st = *states[s];
+        st.n = input_variances[s]->size();
+        st.q.resize((depth + 1) * st.n);
+        st.r.resize((depth + 1) * st.n);
+        st.ra.resize(depth * st.n);
+    }
+    auto store = [&](std::size_t layer, const std::vector<double>& values, bool post_activation) {
+        std::size_t offset = 0;
+        for (PointStates<T>* st : states) {
+            for (std::size_t i = 0; i < st->n; ++i) {
+                const double v = values[offset + i];
+                if (post_activation) {
+                    st->ra[layer * st->n + i] = T(std::sqrt(v));
+                } else {
+                    st->q[layer * st->n + i] = T(v);
+                    st->r[layer * st->n + i] = T(std::sqrt(v));
+                }
+            }
+            offset += st->n;
+        }
+    };
+    store(0, q, false);
+
+    act_q.resize(q.size());
+    for (std::size_t l = 0; l < depth; ++l) {
+        const int e_in = rec.exponent[l];
+        const int e_act = Fam::homogeneous ? e_in : 0;
+        double act_max = 0.0;
+        std::vector<double> tdot(q.size());
+        for (std::size_t i = 0; i < q.size(); ++i) {
+            const double arg = Fam::homogeneous ? q[i] : std::ldexp(q[i], e_in);
+            act_q[i] = act.variance(arg);
+            tdot[i] = act.derivative(arg);
+            act_max = std::max(act_max, act_q[i]);
+        }
+        store(l, act_q, true);
+        const double w = net.w_var[l + 1];
+        const double b = net.b_var[l + 1];
+        const int e_out = detail::layer_exponent(w, act_max, e_act, b, e_in);
+        rec.exponent[l + 1] = e_out;
+        DenseStep<double> step{std::ldexp(w, e_act - e_out), std::ldexp(b, -e_out),
+                               std::ldexp(w, e_in - e_out)};
+        rec.dense.push_back(DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk)});
+        for (std::size_t i = 0; i < q.size(); ++i) {
+            q[i] = step.w * act_q[i] + step.b;
+            theta[i] = q[i] + step.w_ntk * tdot[i] * theta[i];
+        }
+        store(l + 1, q, false);
+    }
+
+    for (int e : rec.exponent) rec.scale.push_back(T(std::ldexp(1.0, e)));
+    std::size_t offset = 0;
+    for (PointStates<T>* st : states) {
+        st->nngp.resize(st->n);
+        st->ntk.resize(st->n);
+        for (std::size_t i = 0; i < st->n; ++i) {
+            st->nngp[i] = std::ldexp(q[offset + i], rec.exponent[depth]);
+            st->ntk[i] = std::ldexp(theta[offset + i], rec.exponent[depth]);
+        }
+        offset += st->n;
+    }
+    return rec;
+}
+
+}  // namespace ntkcore

@@ -1,0 +1,15 @@
+"""ntkcore: exact infinite-width NNGP and NTK Gram matrices of deep fully-connected networks.
+
+>>> import numpy as np, ntkcore
+>>> net = ntkcore.FullyConnected(depth=3, activation="relu", W_std=2**0.5, b_std=0.1)
+>>> k = net.kernels(np.random.default_rng(0).standard_normal((5, 8)))
+>>> k.ntk.shape
+(5, 5)
+"""
+
+from . import activations
+from .network import FullyConnected, Kernels
+
+__version__ = "0.1.0"
+
+__all__ = ["FullyConnected", "Kernels", "activations", "__version__"]

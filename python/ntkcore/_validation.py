@@ -1,0 +1,76 @@
+"""Argument checks shared by the public functions: clear errors, one conversion."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def resolve_dtype(dtype, *arrays) -> np.dtype:
+    """The computation dtype: ``dtype`` if given, else float32 when every array is float32."""
+    if dtype is None:
+        given = [a for a in arrays if a is not None]
+        if given and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in given):
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from exc
+    if resolved not in _FLOATS:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {resolved}")
+    return resolved
+
+
+def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> np.ndarray:
+    """``x`` as a C-contiguous (N, d) array of ``dtype``, copied only when it must be.
+
+    Raises TypeError for non-real dtypes and ValueError for a wrong shape, an
+    empty array, a feature dimension other than ``features``, or NaN/inf.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a 2-D array of real numbers: {exc}") from exc
+    kind = arr.dtype.kind
+    if kind != "f":
+        what = {"i": "integer", "u": "integer", "b": "boolean", "c": "complex", "O": "object"}.get(
+            kind, str(arr.dtype)
+        )
+        raise TypeError(
+            f"{name} must hold floating-point numbers, got {what} dtype {arr.dtype}; "
+            f"convert explicitly, e.g. {name}.astype(numpy.float64)"
+        )
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape (N, d), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {arr.shape}")
+    if features is not None and arr.shape[1] != features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features per row but x1 has {features}: "
+            f"expected shape (N2, {features}), got {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise ValueError(f"{name} must be finite; {name}[{row}, {col}] = {arr[row, col]}")
+    return arr
+
+
+def check_n_threads(n_threads) -> int:
+    """``n_threads`` as an int >= 1, or 0 for 'as many as OpenMP offers'."""
+    if n_threads is None:
+        return 0
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    return int(n_threads)

@@ -1,0 +1,187 @@
+"""Fully-connected architectures and their infinite-width kernels (SPEC sec. 1-3)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._native import core as _core
+from . import activations as _activations
+from ._validation import as_points, check_n_threads, resolve_dtype
+
+__all__ = ["FullyConnected", "Kernels"]
+
+Scale = Union[float, Sequence[float]]
+
+
+class Kernels(NamedTuple):
+    """The NNGP kernel ``nngp`` (K) and the neural tangent kernel ``ntk`` (Theta).
+
+    Gram matrices of shape (N1, N2), or 1-D arrays of shape (N,) from
+    :meth:`FullyConnected.diagonal`.  Units: output variance of the network
+    (the scale of ``f(x)**2``).
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+
+
+def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
+    """A scalar or one value per dense layer (``depth + 1``), as a tuple of floats >= 0."""
+    if isinstance(value, (str, bytes)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a sequence of {depth + 1} numbers, got {value!r}")
+    if isinstance(value, numbers.Real):
+        values = (value,) * (depth + 1)
+    else:
+        try:
+            values = tuple(np.asarray(value).tolist())
+        except Exception as exc:  # pragma: no cover - exotic sequences
+            raise TypeError(f"{name} must be a number or a sequence of numbers") from exc
+        if np.ndim(value) != 1 or len(values) != depth + 1:
+            raise ValueError(
+                f"{name} must be a scalar or have one entry per dense layer (depth + 1 = "
+                f"{depth + 1}), got shape {np.shape(value)}"
+            )
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} entries must be real numbers, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} entries must be finite and >= 0, got {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class FullyConnected:
+    """A deep fully-connected network in the infinite-width limit.
+
+    ``depth`` hidden layers, i.e. ``depth + 1`` dense layers with ``depth``
+    activations in between::
+
+        Dense -> phi -> Dense -> ... -> phi -> Dense
+
+    Parameters
+    ----------
+    depth : int >= 0
+        Number of hidden layers (activations).
+    activation : str or ntkcore.activations.Activation
+        ``"relu"``, ``"erf"``, ... or an activation object such as ``Erf(a=2)``.
+    W_std, b_std : float >= 0, or a sequence of ``depth + 1`` floats
+        Weight and bias standard deviations (sigma_w, sigma_b), one per dense
+        layer when a sequence is given.  Stored as tuples.
+    parameterization : "ntk"
+        The NTK parameterization of SPEC sec. 1 (the only one so far).
+    """
+
+    depth: int
+    activation: _activations.Activation = _activations.Relu()
+    W_std: Scale = 1.0
+    b_std: Scale = 0.0
+    parameterization: str = "ntk"
+
+    def __post_init__(self):
+        depth = self.depth
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+            raise TypeError(f"depth must be an integer >= 0, got {depth!r}")
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        depth = int(depth)
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "activation", _activations.get(self.activation))
+        object.__setattr__(self, "W_std", _layer_scales(self.W_std, "W_std", depth))
+        object.__setattr__(self, "b_std", _layer_scales(self.b_std, "b_std", depth))
+        if self.parameterization != "ntk":
+            raise ValueError(
+                f"parameterization must be 'ntk', got {self.parameterization!r} "
+                "(the standard parameterization is not implemented yet)"
+            )
+
+    def __repr__(self) -> str:
+        def scale(values):
+            return repr(values[0]) if len(set(values)) == 1 else repr(values)
+
+        return (
+            f"FullyConnected(depth={self.depth}, activation={self.activation!r}, "
+            f"W_std={scale(self.W_std)}, b_std={scale(self.b_std)}, "
+            f"parameterization={self.parameterization!r})"
+        )
+
+    def _core_network(self):
+        act = self.activation
+        return (
+            act.family,
+            act.core_params,
+            [w * w for w in self.W_std],
+            [b * b for b in self.b_std],
+        )
+
+    def kernels(
+        self,
+        x1,
+        x2=None,
+        *,
+        dtype=None,
+        n_threads: Optional[int] = None,
+    ) -> Kernels:
+        """NNGP and NTK Gram matrices between the rows of ``x1`` and ``x2``.
+
+        Parameters
+        ----------
+        x1 : array_like, shape (N1, d)
+            Input points, one per row; any real floating array-like.
+        x2 : array_like, shape (N2, d), optional
+            Second set of points; ``None`` means ``x1`` and computes one
+            triangle of the symmetric result.
+        dtype : numpy.float32 or numpy.float64, optional
+            Precision of the computation and of the result.  Default: float32
+            when every input is float32, float64 otherwise.
+        n_threads : int >= 1, optional
+            Worker threads (default: all the OpenMP runtime offers).
+
+        Returns
+        -------
+        Kernels
+            ``nngp`` and ``ntk``, each an (N1, N2) array of ``dtype``.
+        """
+        dtype = resolve_dtype(dtype, x1, x2)
+        a = as_points(x1, "x1", dtype)
+        b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
+        threads = check_n_threads(n_threads)
+        n2 = a.shape[0] if b is None else b.shape[0]
+        nngp = np.empty((a.shape[0], n2), dtype=dtype)
+        ntk = np.empty((a.shape[0], n2), dtype=dtype)
+        _core.gram(self._core_network(), a, b, nngp, ntk, threads)
+        return Kernels(nngp, ntk)
+
+    def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
+        """The NNGP Gram matrix K, shape (N1, N2); arguments as :meth:`kernels`."""
+        return self.kernels(x1, x2, dtype=dtype, n_threads=n_threads).nngp
+
+    def ntk(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
+        """The NTK Gram matrix Theta, shape (N1, N2); arguments as :meth:`kernels`."""
+        return self.kernels(x1, x2, dtype=dtype, n_threads=n_threads).ntk
+
+    def diagonal(self, x, *, dtype=None) -> Kernels:
+        """``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` for each row, in O(N) time and memory.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, d)
+
+        Returns
+        -------
+        Kernels
+            ``nngp`` and ``ntk``, 1-D arrays of shape (N,).
+        """
+        dtype = resolve_dtype(dtype, x)
+        a = as_points(x, "x", dtype)
+        nngp = np.empty(a.shape[0], dtype=dtype)
+        ntk = np.empty(a.shape[0], dtype=dtype)
+        _core.diagonal(self._core_network(), a, nngp, ntk)
+        return Kernels(nngp, ntk)
