@@ -56,4 +56,4 @@ def correlation(x1, x2=None):
 
 def kernel_scale(diag1, diag2):
     """sqrt(K(x, x) K(x', x')): the natural size of a kernel entry (Cauchy-Schwarz bound)."""
-    return np.sqrt(np.outer(np.abs(diag1), np.abs(diag2)))
+    return np.outer(np.sqrt(np.abs(diag1)), np.sqrt(np.abs(diag2)))

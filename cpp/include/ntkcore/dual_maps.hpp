@@ -30,22 +30,21 @@ struct DenseStep {
     T w_ntk;  // weight variance applied to the NTK carried through the activation
 };
 
-// Angles of a pair from R = sqrt(q1 q2), |c| and d: near = R + |c|, far = R - |c| = d / near
-// (no cancellation), phi = min(theta, pi - theta) = 2 atan(s / near) in [0, pi/2], and
-// sin(phi) - phi cos(phi).  R = 0 (a zero-variance point) yields phi = 0, inv_r = 0.
+// Angles of a pair from R = sqrt(q1 q2), its inverse (0 for R = 0), |c| and d:
+// near = R + |c|, far = R - |c| = d / near (no cancellation), and
+// phi = min(theta, pi - theta) = 2 atan(s / near) in [0, pi/2] with sin(phi) - phi cos(phi).
+// R = 0 (a zero-variance point) yields phi = 0 and zero cosines.
 template <class T>
 struct PairAngle {
-    T inv_r, cos_phi, one_minus_cos_phi, one_plus_cos_phi, phi, s_term;
+    T cos_phi, one_minus_cos_phi, one_plus_cos_phi, phi, s_term;
 
-    PairAngle(T r, T abs_c, T d) {
+    PairAngle(T r, T inv_r, T abs_c, T d) {
         const T s = std::sqrt(d);
         const T near = r + abs_c;
-        const T safe_near = near > T(0) ? near : T(1);
-        inv_r = r > T(0) ? T(1) / r : T(0);
         cos_phi = abs_c * inv_r;
-        one_minus_cos_phi = (d / safe_near) * inv_r;
+        one_minus_cos_phi = (d / (near > T(0) ? near : T(1))) * inv_r;
         one_plus_cos_phi = near * inv_r;
-        phi = T(2) * atan_unit(s / safe_near);
+        phi = T(2) * atan2_nonneg(s, near);
         s_term = sin_minus_t_cos(phi, s * inv_r, cos_phi);
     }
 };
@@ -55,6 +54,8 @@ template <class T>
 struct LayerInputs {
     const T* r1;   // sqrt of the scaled per-point variance before the activation
     const T* r2;
+    const T* ir1;  // 1 / r (0 where r = 0)
+    const T* ir2;
     const T* q1;   // the scaled per-point variance itself
     const T* q2;
     const T* ra1;  // sqrt of the per-point variance after the activation (erf only)
@@ -89,17 +90,19 @@ struct ABRelu {
 
     static constexpr bool homogeneous = true;  // T(k Sigma) = k T(Sigma)
 
-    // Per point: T(q) = m q, Tdot = m.
+    // Per point: T(q) = m q, Tdot = m; a zero-variance point counts as orthogonal to
+    // itself (SPEC sec. 3), Tdot = m - f pi/2 (it only ever multiplies a zero NTK).
     double variance(double q) const { return double(m) * q; }
-    double derivative(double) const { return double(m); }
+    double derivative(double q) const {
+        return q > 0.0 ? double(m) : double(m) - double(f) * Constants<double>::half_pi;
+    }
 
     void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
                const DenseStep<T>& dense) const {
-        const T* r1 = in.r1;
-        const T* r2 = in.r2;
+        const T *r1 = in.r1, *r2 = in.r2, *ir1 = in.ir1, *ir2 = in.ir2;
         const T m = this->m, f = this->f, ratio = this->ratio, kappa = this->kappa, ab = this->ab;
         for (std::size_t i = 0; i < rows; ++i) {
-            const T ri = r1[i];
+            const T ri = r1[i], iri = ir1[i];
             T* ci = c + i * cols;
             T* di = d + i * cols;
             T* ti = theta + i * cols;
@@ -108,7 +111,7 @@ struct ABRelu {
                 const T r = ri * r2[j];
                 const T cij = ci[j];
                 const T dij = di[j] > T(0) ? di[j] : T(0);
-                const PairAngle<T> g(r, std::abs(cij), dij);
+                const PairAngle<T> g(r, iri * ir2[j], std::abs(cij), dij);
                 const T fs = ratio * g.s_term;
                 const bool acute = cij >= T(0);
                 const T one_minus_h =
@@ -141,11 +144,10 @@ struct Sign {
 
     void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
                const DenseStep<T>& dense) const {
-        const T* r1 = in.r1;
-        const T* r2 = in.r2;
+        const T *r1 = in.r1, *r2 = in.r2, *ir1 = in.ir1, *ir2 = in.ir2;
         const T two_over_pi = T(2) / Constants<T>::pi;
         for (std::size_t i = 0; i < rows; ++i) {
-            const T ri = r1[i];
+            const T ri = r1[i], iri = ir1[i];
             T* ci = c + i * cols;
             T* di = d + i * cols;
             T* ti = theta + i * cols;
@@ -154,7 +156,7 @@ struct Sign {
                 const T r = ri * r2[j];
                 const T cij = ci[j];
                 const T dij = di[j] > T(0) ? di[j] : T(0);
-                const PairAngle<T> g(r, std::abs(cij), dij);
+                const PairAngle<T> g(r, iri * ir2[j], std::abs(cij), dij);
                 const T small = two_over_pi * g.phi;  // 2 phi / pi in [0, 1]
                 const bool acute = cij >= T(0);
                 const T h = acute ? small : T(2) - small;
@@ -217,7 +219,7 @@ struct Erf {
             for (std::size_t j = 0; j < cols; ++j) {
                 const T ct = beta * ci[j];
                 const T dt = di[j] > T(0) ? beta * beta * di[j] : T(0);
-                const T den = std::sqrt(T(1) + T(2) * (qi + beta * q2[j]) + T(4) * dt);
+                const T den = std::sqrt(T(1) + T(2) * (qi + beta * q2[j]) + T(4) * dt);  // >= 1
                 const T angle = atan2_nonneg(T(2) * std::abs(ct), den);
                 const T c_a = alpha * (ct < T(0) ? -angle : angle) + gamma;
                 const T ra = rai * ra2[j];

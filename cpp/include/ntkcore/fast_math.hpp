@@ -45,12 +45,14 @@ inline T horner(const T (&c)[N], T z) {
     return p;
 }
 
-// atan(t) for 0 <= t <= 1 (slightly above 1 is fine): reduce t > tan(pi/8) through
-// atan(t) = pi/4 + atan((t - 1) / (t + 1)).
+// atan(lo / hi) for 0 <= lo <= hi (0 when hi = 0), with a single division: arguments above
+// tan(pi/8) are reduced through atan(t) = pi/4 + atan((t - 1) / (t + 1)).
 template <class T>
-inline T atan_unit(T t) {
-    const bool reduce = t > Constants<T>::tan_pi_8;
-    const T u = reduce ? (t - T(1)) / (t + T(1)) : t;
+inline T atan_ratio(T lo, T hi) {
+    const bool reduce = lo > Constants<T>::tan_pi_8 * hi;
+    const T num = reduce ? lo - hi : lo;
+    const T den = reduce ? lo + hi : hi;
+    const T u = num / (den > T(0) ? den : T(1));
     const T z = u * u;
     const T a = u + u * z * horner(AtanPoly<T>::c, z);
     return reduce ? Constants<T>::quarter_pi + a : a;
@@ -59,10 +61,9 @@ inline T atan_unit(T t) {
 // atan2(y, x) for y, x >= 0, in [0, pi/2]; 0 when both are 0.
 template <class T>
 inline T atan2_nonneg(T y, T x) {
-    const T hi = y > x ? y : x;
-    const T lo = y > x ? x : y;
-    const T a = atan_unit(hi > T(0) ? lo / hi : T(0));
-    return y > x ? Constants<T>::half_pi - a : a;
+    const bool steep = y > x;
+    const T a = atan_ratio(steep ? x : y, steep ? y : x);
+    return steep ? Constants<T>::half_pi - a : a;
 }
 
 // Coefficients of sin(t) - t cos(t) = t^3 sum_k (-1)^(k+1) 2k t^(2k-2) / (2k+1)!, k >= 1.

@@ -79,7 +79,8 @@ struct InputPoints {
 constexpr double collinear_threshold = 1.0 / 16.0;
 
 // The input layer Sigma = x.x'/dim of one tile (from its GEMM block `dots`) followed by the
-// first dense layer, written to (c, d, theta).
+// first dense layer, written to (c, d, theta).  The GEMM values serve all but the nearly
+// (anti)collinear pairs, which a second, rarely taken pass recomputes from unit vectors.
 template <class T>
 void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Index i0,
                  Eigen::Index j0, std::size_t rows, std::size_t cols, const T* dots,
@@ -87,43 +88,83 @@ void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Inde
     const T inv_dim = T(1) / T(p1.x.cols());
     const T w = rec.input_w, b = rec.input_b;
     const T keep = T(1.0 - collinear_threshold);
+    const T* sq2 = p2.norm2.data() + j0;
     for (std::size_t i = 0; i < rows; ++i) {
         const Eigen::Index a = i0 + Eigen::Index(i);
+        const T sq1 = p1.norm2[a];
+        const T* dot = dots + i * cols;
+        T* ci = c + i * cols;
+        T* di = d + i * cols;
+        T* ti = theta + i * cols;
+        // det = |x|^2 |x'|^2 - (x.x')^2 and dist2 = |x - x'|^2 by subtraction.
+#pragma omp simd
         for (std::size_t j = 0; j < cols; ++j) {
+            const T det = sq1 * sq2[j] - dot[j] * dot[j];
+            const T dist2 = sq1 + sq2[j] - T(2) * dot[j];
+            ci[j] = w * (dot[j] * inv_dim) + b;
+            di[j] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
+            ti[j] = ci[j];
+        }
+        for (std::size_t j = 0; j < cols; ++j) {
+            const T prod = sq1 * sq2[j];
+            if (!(prod > T(0) && dot[j] * dot[j] > keep * prod)) continue;
             const Eigen::Index bj = j0 + Eigen::Index(j);
-            const std::size_t k = i * cols + j;
-            const T dot = dots[k];
-            const T prod = p1.norm2[a] * p2.norm2[bj];
-            T det, dist2;  // |x|^2 |x'|^2 - (x.x')^2 and |x - x'|^2
-            if (prod > T(0) && dot * dot > keep * prod) {
-                const T minus = (p1.unit.row(a) - p2.unit.row(bj)).squaredNorm();
-                const T plus = (p1.unit.row(a) + p2.unit.row(bj)).squaredNorm();
-                const T n1 = p1.norm[a], n2 = p2.norm[bj];
-                det = prod * (minus * plus / T(4));
-                dist2 = (n1 - n2) * (n1 - n2) + n1 * n2 * minus;
-            } else {
-                det = prod - dot * dot;
-                dist2 = p1.norm2[a] + p2.norm2[bj] - T(2) * dot;
-            }
-            c[k] = w * (dot * inv_dim) + b;
-            d[k] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
-            theta[k] = c[k];
+            const T minus = (p1.unit.row(a) - p2.unit.row(bj)).squaredNorm();
+            const T plus = (p1.unit.row(a) + p2.unit.row(bj)).squaredNorm();
+            const T n1 = p1.norm[a], n2 = p2.norm[bj];
+            const T det = prod * (minus * plus / T(4));
+            const T dist2 = (n1 - n2) * (n1 - n2) + n1 * n2 * minus;
+            di[j] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
         }
     }
 }
 
+// 2^e as a factor of type T, or 0 when it is not a normal number of T (then ldexp is used).
 template <class T>
-inline T scale_back(T value, int exponent) {
-    return exponent == 0 ? value : T(std::ldexp(value, exponent));
+T power_of_two(int e) {
+    const bool normal = e >= std::numeric_limits<T>::min_exponent - 1 &&
+                        e < std::numeric_limits<T>::max_exponent;
+    return normal ? T(std::ldexp(1.0, e)) : T(0);
+}
+
+// Writes a finished tile, scaled back by 2^e (exact: multiplying by a power of two rounds
+// like ldexp).  In a symmetric Gram an off-diagonal tile is also written mirrored, and a
+// diagonal tile only from its upper triangle, so that the result is exactly symmetric.
+enum class Mirror { none, off_diagonal, diagonal };
+
+template <class T>
+void write_tile(const T* values, std::size_t rows, std::size_t cols, std::size_t i0, std::size_t j0,
+                int e, Mirror mirror, Eigen::Ref<RowMatrix<T>>& out) {
+    const T factor = power_of_two<T>(e);
+    auto scaled = [&](T v) { return factor != T(0) ? v * factor : T(std::ldexp(v, e)); };
+    if (mirror == Mirror::diagonal) {
+        for (std::size_t i = 0; i < rows; ++i) {
+            for (std::size_t j = i; j < cols; ++j) {
+                const T v = scaled(values[i * cols + j]);
+                out(Eigen::Index(i0 + i), Eigen::Index(j0 + j)) = v;
+                out(Eigen::Index(i0 + j), Eigen::Index(j0 + i)) = v;
+            }
+        }
+        return;
+    }
+    for (std::size_t i = 0; i < rows; ++i) {
+        T* row = &out(Eigen::Index(i0 + i), Eigen::Index(j0));
+        for (std::size_t j = 0; j < cols; ++j) row[j] = scaled(values[i * cols + j]);
+    }
+    if (mirror == Mirror::none) return;
+    for (std::size_t j = 0; j < cols; ++j) {
+        T* row = &out(Eigen::Index(j0 + j), Eigen::Index(i0));
+        for (std::size_t i = 0; i < rows; ++i) row[i] = scaled(values[i * cols + j]);
+    }
 }
 
 template <class T>
 LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, std::size_t l,
                             Eigen::Index i0, Eigen::Index j0, const Recursion<T>& rec) {
     const std::size_t o1 = l * s1.n + std::size_t(i0), o2 = l * s2.n + std::size_t(j0);
-    return LayerInputs<T>{s1.r.data() + o1,  s2.r.data() + o2,  s1.q.data() + o1,
-                          s2.q.data() + o2,  s1.ra.data() + o1, s2.ra.data() + o2,
-                          rec.scale[l]};
+    return LayerInputs<T>{s1.r.data() + o1,  s2.r.data() + o2,  s1.ir.data() + o1,
+                          s2.ir.data() + o2, s1.q.data() + o1,  s2.q.data() + o2,
+                          s1.ra.data() + o1, s2.ra.data() + o2, rec.scale[l]};
 }
 
 template <class T, class F>
@@ -190,18 +231,10 @@ void gram_tiles(const Network& net, const Fam& act, const InputPoints<T>& p1,
                     act.pairs(rows, cols,
                               layer_inputs(s1, t2, l, Eigen::Index(i0), Eigen::Index(j0), rec),
                               c.data(), d.data(), theta.data(), rec.dense[l]);
-                for (std::size_t i = 0; i < rows; ++i) {
-                    for (std::size_t j = 0; j < cols; ++j) {
-                        const std::size_t k = i * cols + j;
-                        const T kv = scale_back(c[k], e_out), tv = scale_back(theta[k], e_out);
-                        nngp(Eigen::Index(i0 + i), Eigen::Index(j0 + j)) = kv;
-                        ntk(Eigen::Index(i0 + i), Eigen::Index(j0 + j)) = tv;
-                        if (symmetric) {
-                            nngp(Eigen::Index(j0 + j), Eigen::Index(i0 + i)) = kv;
-                            ntk(Eigen::Index(j0 + j), Eigen::Index(i0 + i)) = tv;
-                        }
-                    }
-                }
+                const Mirror mirror =
+                    !symmetric ? Mirror::none : (i0 == j0 ? Mirror::diagonal : Mirror::off_diagonal);
+                write_tile(c.data(), rows, cols, i0, j0, e_out, mirror, nngp);
+                write_tile(theta.data(), rows, cols, i0, j0, e_out, mirror, ntk);
                 if (symmetric && i0 == j0) {
                     for (std::size_t i = 0; i < rows; ++i) {
                         nngp(Eigen::Index(i0 + i), Eigen::Index(i0 + i)) = T(s1.nngp[i0 + i]);

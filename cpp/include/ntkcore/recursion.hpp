@@ -25,6 +25,7 @@ struct PointStates {
     std::size_t n = 0;
     std::vector<T> q;   // scaled variance, (depth + 1) x n
     std::vector<T> r;   // its square root
+    std::vector<T> ir;  // 1 / r, 0 where r = 0
     std::vector<T> ra;  // sqrt of the variance after each activation, depth x n (true units)
     std::vector<double> nngp, ntk;  // K(x, x) and Theta(x, x), true units
 };
@@ -92,6 +93,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         st.n = input_variances[s]->size();
         st.q.resize((depth + 1) * st.n);
         st.r.resize((depth + 1) * st.n);
+        st.ir.resize((depth + 1) * st.n);
         st.ra.resize(depth * st.n);
     }
     auto store = [&](std::size_t layer, const std::vector<double>& values, bool post_activation) {
@@ -104,6 +106,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
                 } else {
                     st->q[layer * st->n + i] = T(v);
                     st->r[layer * st->n + i] = T(std::sqrt(v));
+                    st->ir[layer * st->n + i] = v > 0.0 ? T(1.0 / std::sqrt(v)) : T(0);
                 }
             }
             offset += st->n;

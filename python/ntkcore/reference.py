@@ -1,0 +1,217 @@
+"""Pure-numpy reference recursion: the project's test oracle (SPEC sec. 2 and 3).
+
+Plain float64 formulas, one line per formula of the specification, written to be
+read and checked against the SPEC rather than to be fast or maximally accurate.
+In particular ``s = sqrt(max(q1 q2 - c^2, 0))`` is computed by subtraction, so
+nearly collinear pairs (duplicate, rescaled or negated points) lose about half
+their digits in the NTK (SPEC sec. 3a): the C++ core fixes that, this module
+deliberately does not.  The diagonal of a symmetric Gram is exact, since it is
+computed from the per-point variances with :func:`dual_diagonal`.
+
+Measured against a 50-digit evaluation (``tests/mp_reference.py``): generic pairs
+~1e-15 relative; (anti)collinear pairs whose ``q1 q2 - c^2`` rounds to a few ulps
+instead of 0: NNGP ~1e-15, NTK of the ABReLU family up to ~2e-8.  Sign is much
+worse there, because ``T = 1 - 2 theta/pi`` has infinite slope at ``rho = 1``:
+a 1e-8 error in theta grows like a square root per layer, ~1e-2 at depth 3.
+Erf loses ~``eps * q`` to the subtraction in ``A1 A2 - 4 c^2`` (1e-15 for q ~ 1).
+
+Notation (SPEC sec. 3): ``P = q1 q2``, ``s = sqrt(max(P - c^2, 0))``,
+``theta = atan2(s, c)`` in [0, pi], and ``theta = pi/2`` when ``s = c = 0``
+(zero-variance inputs are treated as orthogonal).
+
+Public functions
+----------------
+dual(activation, q1, q2, c) -> (T, Tdot)
+dual_diagonal(activation, q) -> (T, Tdot)
+kernels(net, x1, x2=None) -> Kernels        (N1, N2) Gram matrices
+diagonal(net, x) -> Kernels                 (N,) per-point values
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import activations as _activations
+from .network import Kernels
+
+__all__ = ["dual", "dual_diagonal", "kernels", "diagonal"]
+
+
+def _angle(q1, q2, c):
+    """``s`` and ``theta`` of SPEC sec. 3, plain formulas (inexact near collinearity)."""
+    s = np.sqrt(np.maximum(q1 * q2 - c * c, 0.0))
+    theta = np.arctan2(s, c)
+    theta = np.where((s == 0) & (c == 0), np.pi / 2, theta)  # zero variance: orthogonal
+    return s, theta
+
+
+def dual(activation, q1, q2, c):
+    """Dual maps ``T = E[phi(u) phi(v)]``, ``Tdot = E[phi'(u) phi'(v)]`` (SPEC sec. 3).
+
+    ``(u, v) ~ N(0, [[q1, c], [c, q2]])``; ``phi'`` is the almost-everywhere
+    derivative (zero for Sign).
+
+    Parameters
+    ----------
+    activation : ntkcore.activations.Activation or name
+    q1, q2, c : array_like, broadcastable to a common shape S
+        Variances ``q1, q2 >= 0`` and covariance ``c`` with ``c^2 <= q1 q2``.
+
+    Returns
+    -------
+    T, Tdot : float64 ndarrays of shape S.
+    """
+    act = _activations.get(activation)
+    q1 = np.asarray(q1, dtype=np.float64)
+    q2 = np.asarray(q2, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    a, b, c0 = act.core_params
+    if act.family == "ab_relu":
+        m = (a * a + b * b) / 2
+        f = (a - b) ** 2 / (2 * np.pi)
+        s, theta = _angle(q1, q2, c)
+        T = f * s + (m - f * theta) * c
+        Tdot = m - f * theta
+    elif act.family == "sign":
+        s, theta = _angle(q1, q2, c)
+        T = 1 - 2 * theta / np.pi
+        Tdot = np.zeros_like(T)
+    elif act.family == "erf":
+        q1, q2, c = b * b * q1, b * b * q2, b * b * c  # erf(b x): scale the covariance
+        A1 = 1 + 2 * q1
+        A2 = 1 + 2 * q2
+        D = np.sqrt(A1 * A2 - 4 * c * c)
+        T = a * a * (2 / np.pi) * np.arctan2(2 * c, D) + c0 * c0
+        Tdot = a * a * b * b * (4 / np.pi) / D
+    else:
+        raise NotImplementedError(f"no closed form for activation family {act.family!r}")
+    T, Tdot = np.broadcast_arrays(T, Tdot)
+    return np.array(T, dtype=np.float64), np.array(Tdot, dtype=np.float64)
+
+
+def dual_diagonal(activation, q):
+    """``T`` and ``Tdot`` at ``q1 = q2 = c = q`` from the diagonal formulas of SPEC sec. 3.
+
+    Parameters
+    ----------
+    activation : ntkcore.activations.Activation or name
+    q : array_like of shape S, variances >= 0.
+
+    Returns
+    -------
+    T, Tdot : float64 ndarrays of shape S.
+
+    At ``q = 0`` the zero-variance convention of :func:`dual` (theta = pi/2)
+    applies: Sign gives ``T = 0``; the ABReLU family gives
+    ``Tdot = (a + b)^2 / 4`` (= m - f pi/2, i.e. phi'(0) = (a + b)/2, the
+    mean of the two slopes).  In the recursion Tdot at q = 0 only ever
+    multiplies an NTK value that is itself 0.
+    """
+    act = _activations.get(activation)
+    q = np.asarray(q, dtype=np.float64)
+    a, b, c0 = act.core_params
+    if act.family == "ab_relu":
+        m = (a * a + b * b) / 2
+        T = m * q
+        Tdot = np.where(q > 0, m, (a + b) ** 2 / 4)
+    elif act.family == "sign":
+        T = np.where(q > 0, 1.0, 0.0)
+        Tdot = np.zeros_like(q)
+    elif act.family == "erf":
+        q = b * b * q
+        T = a * a * (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) + c0 * c0
+        Tdot = a * a * b * b * (4 / np.pi) / np.sqrt(1 + 4 * q)  # (1+2q)^2 - 4q^2 = 1 + 4q
+    else:
+        raise NotImplementedError(f"no closed form for activation family {act.family!r}")
+    T, Tdot = np.broadcast_arrays(T, Tdot)
+    return np.array(T, dtype=np.float64), np.array(Tdot, dtype=np.float64)
+
+
+def _points(x):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (N, d), got shape {x.shape}")
+    return x
+
+
+def kernels(net, x1, x2=None):
+    """NNGP and NTK Gram matrices of ``net`` by the recursion of SPEC sec. 2.
+
+    Parameters
+    ----------
+    net : ntkcore.FullyConnected
+        Uses ``net.depth``, ``net.activation`` and the per-layer tuples
+        ``net.W_std``, ``net.b_std`` (``depth + 1`` entries each).
+    x1 : array_like, shape (N1, d)
+    x2 : array_like, shape (N2, d), optional
+        ``None`` means ``x1``; the diagonal is then computed from the per-point
+        variances (:func:`dual_diagonal`), as :func:`diagonal` does.
+
+    Returns
+    -------
+    Kernels
+        ``nngp`` (K) and ``ntk`` (Theta), float64 arrays of shape (N1, N2).
+    """
+    symmetric = x2 is None
+    x1 = _points(x1)
+    x2 = x1 if symmetric else _points(x2)
+    d = x1.shape[1]
+    act = net.activation
+    # input: Sigma = x.x'/d (per-point variances q1, q2; covariances c), Theta = 0
+    q1 = np.sum(x1 * x1, axis=1) / d
+    q2 = np.sum(x2 * x2, axis=1) / d
+    c = x1 @ x2.T / d
+    if symmetric:
+        np.fill_diagonal(c, q1)
+    theta = np.zeros_like(c)
+    for layer in range(net.depth + 1):
+        w2 = net.W_std[layer] ** 2
+        b2 = net.b_std[layer] ** 2
+        # Dense (ntk): Sigma <- sigma_w^2 Sigma + sigma_b^2 ; Theta <- Sigma_new + sigma_w^2 Theta
+        q1 = w2 * q1 + b2
+        q2 = w2 * q2 + b2
+        c = w2 * c + b2
+        theta = c + w2 * theta
+        if layer == net.depth:
+            break
+        # phi: Sigma <- T(Sigma) ; Theta <- Tdot(Sigma_old) * Theta
+        T, Tdot = dual(act, q1[:, None], q2[None, :], c)
+        if symmetric:
+            T_diag, Tdot_diag = dual_diagonal(act, q1)
+            np.fill_diagonal(T, T_diag)
+            np.fill_diagonal(Tdot, Tdot_diag)
+        theta = Tdot * theta
+        c = T
+        q1 = dual_diagonal(act, q1)[0]
+        q2 = dual_diagonal(act, q2)[0]
+    return Kernels(c, theta)
+
+
+def diagonal(net, x):
+    """``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` per row, from the per-point variances.
+
+    Parameters
+    ----------
+    net : ntkcore.FullyConnected
+    x : array_like, shape (N, d)
+
+    Returns
+    -------
+    Kernels
+        ``nngp`` and ``ntk``, float64 arrays of shape (N,).
+    """
+    x = _points(x)
+    act = net.activation
+    q = np.sum(x * x, axis=1) / x.shape[1]
+    theta = np.zeros_like(q)
+    for layer in range(net.depth + 1):
+        w2 = net.W_std[layer] ** 2
+        b2 = net.b_std[layer] ** 2
+        q = w2 * q + b2
+        theta = q + w2 * theta
+        if layer == net.depth:
+            break
+        T, Tdot = dual_diagonal(act, q)
+        theta = Tdot * theta
+        q = T
+    return Kernels(q, theta)

@@ -1,0 +1,204 @@
+"""The public API: values, conversions, and a clear exception for every kind of bad input."""
+
+import numpy as np
+import pytest
+
+import ntkcore
+from ntkcore import activations as act
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(1).standard_normal((12, 5))
+
+
+NET = ntkcore.FullyConnected(2, "relu", W_std=1.3, b_std=0.2)
+
+
+# --- FullyConnected as a value ---------------------------------------------------------
+
+
+def test_architecture_is_an_immutable_comparable_value():
+    a = ntkcore.FullyConnected(3, "relu", W_std=1.5, b_std=0.1)
+    b = ntkcore.FullyConnected(3, act.Relu(), W_std=[1.5] * 4, b_std=(0.1, 0.1, 0.1, 0.1))
+    assert a == b and hash(a) == hash(b)
+    assert a != ntkcore.FullyConnected(3, "relu", W_std=1.5, b_std=0.2)
+    assert a.W_std == (1.5,) * 4
+    with pytest.raises(AttributeError):
+        a.depth = 4
+    assert eval(repr(a), {"FullyConnected": ntkcore.FullyConnected, **vars(act)}) == a
+    per_layer = ntkcore.FullyConnected(1, "erf", W_std=[1.0, 2.0])
+    assert eval(repr(per_layer), {"FullyConnected": ntkcore.FullyConnected, **vars(act)}) == per_layer
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("relu", act.Relu()),
+        ("ReLU", act.Relu()),
+        ("leaky_relu", act.LeakyRelu()),
+        ("abs", act.Abs()),
+        ("erf", act.Erf()),
+        ("sigmoid_like", act.SigmoidLike()),
+        ("sign", act.Sign()),
+        ("identity", act.Identity()),
+        ("ab_relu", act.ABRelu()),
+    ],
+)
+def test_activation_names(name, expected):
+    assert ntkcore.FullyConnected(1, name).activation == expected
+
+
+def test_unknown_activation_suggests_a_name():
+    with pytest.raises(ValueError, match="Did you mean 'Relu'"):
+        ntkcore.FullyConnected(2, "rellu")
+    with pytest.raises(TypeError, match="activation"):
+        ntkcore.FullyConnected(2, 3.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1", None])
+def test_activation_parameters_are_checked(bad):
+    with pytest.raises((TypeError, ValueError)):
+        act.Erf(a=bad)
+    with pytest.raises((TypeError, ValueError)):
+        act.LeakyRelu(bad)
+
+
+@pytest.mark.parametrize("depth, error", [(-1, ValueError), (2.5, TypeError), ("3", TypeError), (True, TypeError)])
+def test_depth_must_be_a_nonnegative_integer(depth, error):
+    with pytest.raises(error, match="depth"):
+        ntkcore.FullyConnected(depth)
+
+
+def test_numpy_integer_depth_is_accepted():
+    assert ntkcore.FullyConnected(np.int64(2)).depth == 2
+
+
+@pytest.mark.parametrize("arg", ["W_std", "b_std"])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ([1.0, 1.0], ValueError),  # depth 2 needs 3 entries
+        ([[1.0, 1.0, 1.0]], ValueError),
+        ("1", TypeError),
+        ([1.0, "a", 1.0], TypeError),
+        (None, TypeError),
+    ],
+)
+def test_scales_are_checked(arg, value, error):
+    with pytest.raises(error, match=arg):
+        ntkcore.FullyConnected(2, **{arg: value})
+
+
+def test_parameterization_other_than_ntk_is_refused():
+    with pytest.raises(ValueError, match="parameterization"):
+        ntkcore.FullyConnected(2, parameterization="standard")
+
+
+# --- kernels: shapes, dtypes, conversions -----------------------------------------------
+
+
+def test_kernels_shapes_and_accessors(x):
+    k = NET.kernels(x)
+    assert isinstance(k, ntkcore.Kernels)
+    assert k.nngp.shape == k.ntk.shape == (12, 12)
+    cross = NET.kernels(x[:4], x[4:])
+    assert cross.ntk.shape == (4, 8)
+    np.testing.assert_array_equal(NET.nngp(x[:4], x[4:]), cross.nngp)
+    np.testing.assert_array_equal(NET.ntk(x[:4], x[4:]), cross.ntk)
+    d = NET.diagonal(x)
+    assert d.nngp.shape == d.ntk.shape == (12,)
+
+
+def test_dtype_follows_the_inputs_unless_given(x):
+    assert NET.kernels(x).ntk.dtype == np.float64
+    assert NET.kernels(x.astype(np.float32)).ntk.dtype == np.float32
+    assert NET.kernels(x.astype(np.float32), x).ntk.dtype == np.float64
+    assert NET.kernels(x, dtype=np.float32).ntk.dtype == np.float32
+    assert NET.kernels(x, dtype="float32").nngp.dtype == np.float32
+    assert NET.diagonal(x.astype(np.float32)).ntk.dtype == np.float32
+    assert NET.kernels(x.astype(np.float16)).ntk.dtype == np.float64
+
+
+def test_array_likes_noncontiguous_and_fortran_inputs_give_the_same_result(x):
+    expected = NET.kernels(x)
+    for variant in (x.tolist(), np.asfortranarray(x), np.repeat(x, 2, axis=1)[:, ::2]):
+        k = NET.kernels(variant)
+        np.testing.assert_array_equal(k.ntk, expected.ntk)
+        np.testing.assert_array_equal(k.nngp, expected.nngp)
+
+
+def test_inputs_are_not_modified(x):
+    before = x.copy()
+    NET.kernels(x, x)
+    np.testing.assert_array_equal(x, before)
+
+
+# --- bad inputs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["x1", "x2"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs(x, where, value):
+    bad = x.copy()
+    bad[3, 2] = value
+    args = (bad, x) if where == "x1" else (x, bad)
+    with pytest.raises(ValueError, match=rf"{where} must be finite.*\[3, 2\]"):
+        NET.kernels(*args)
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.ones(5), ValueError, "2-D"),
+        (np.ones((2, 3, 4)), ValueError, "2-D"),
+        (np.ones((0, 5)), ValueError, "at least one row"),
+        (np.ones((4, 0)), ValueError, "at least one row"),
+        (np.ones((4, 5), dtype=np.int64), TypeError, "integer"),
+        (np.ones((4, 5), dtype=bool), TypeError, "boolean"),
+        (np.ones((4, 5), dtype=np.complex128), TypeError, "complex"),
+        (np.ones((4, 5), dtype=object), TypeError, "object"),
+        ([[1.0, 2.0], [3.0]], TypeError, "x1"),
+        ("abc", TypeError, "x1"),
+    ],
+)
+def test_bad_x1(bad, error, match):
+    with pytest.raises(error, match=match):
+        NET.kernels(bad)
+    with pytest.raises(error):
+        NET.diagonal(bad)
+
+
+def test_mismatched_feature_dimension(x):
+    with pytest.raises(ValueError, match=r"x2 has 4 features.*\(N2, 5\)"):
+        NET.kernels(x, x[:, :4])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.complex64, "float16", "banana", object])
+def test_bad_dtype(x, dtype):
+    with pytest.raises(TypeError, match="dtype"):
+        NET.kernels(x, dtype=dtype)
+
+
+@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError)])
+def test_bad_n_threads(x, n_threads, error):
+    with pytest.raises(error, match="n_threads"):
+        NET.kernels(x, n_threads=n_threads)
+
+
+def test_core_refuses_arrays_it_would_have_to_copy(x):
+    """The bindings never convert silently: the outputs must be written in place."""
+    core = ntkcore._native.core
+    spec = NET._core_network()
+    out32 = np.empty((12, 12), np.float32)
+    with pytest.raises(TypeError):
+        core.gram(spec, x, None, out32, out32, 1)
+    readonly = np.empty((12, 12))
+    readonly.flags.writeable = False
+    with pytest.raises((ValueError, TypeError)):
+        core.gram(spec, x, None, readonly, np.empty((12, 12)), 1)
+    with pytest.raises(ValueError, match="N1 x N2"):
+        core.gram(spec, x, None, np.empty((12, 11)), np.empty((12, 11)), 1)
