@@ -125,13 +125,15 @@ void run(const Options& o) {
                 // Roofline: the per-pair maps over tiles of realistic states, nothing else.
                 const std::size_t tile = opt.tile_rows;
                 const std::size_t tiles = std::size_t(entry_layers / double(depth) / double(tile * tile)) + 1;
-                std::vector<T> r(tile), q(tile), ra(tile);
+                std::vector<T> r(tile), ir(tile), q(tile), ra(tile);
                 for (std::size_t i = 0; i < tile; ++i) {
                     q[i] = T(0.5 + 0.01 * double(i));
                     r[i] = std::sqrt(q[i]);
+                    ir[i] = T(1) / r[i];
                     ra[i] = T(0.7);
                 }
-                const ntkcore::LayerInputs<T> in{r.data(), r.data(), q.data(), q.data(), ra.data(), ra.data(), T(1)};
+                const ntkcore::LayerInputs<T> in{r.data(),  r.data(), ir.data(), ir.data(), q.data(),
+                                                 q.data(),  ra.data(), ra.data(), T(1)};
                 const ntkcore::DenseStep<T> dense{T(1), T(0.01), T(1)};
                 volatile T sink = 0;
                 const double t_roof = best_seconds(o.repeats, [&] {
