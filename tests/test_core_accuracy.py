@@ -100,7 +100,7 @@ def test_collinear_pairs_where_the_plain_formula_fails():
 
 @pytest.mark.parametrize(
     "activation, W_std, b_std",
-    [("relu", 1.0, 0.0), ("relu", 1.9, 0.0), ("relu", 2**0.5, 0.1), ("abs", 1.0, 0.0), ("erf", 1.0, 0.1),
+    [("relu", 1.0, 0.0), ("relu", 1.9, 0.0), ("relu", 2**0.5, 0.1), ("abs", 1.0, 0.0), ("erf", 1.0, 0.1), ("erf", 1.5, 0.1), ("sigmoid_like", 3.0, 0.0),
      ("leaky_relu", 1.2, 0.0)],
 )
 def test_depth_1000_against_50_digits(activation, W_std, b_std):
