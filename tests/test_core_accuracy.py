@@ -9,19 +9,8 @@ import ntkcore
 from ntkcore import activations as act
 from ntkcore import reference
 
+from cases import ACTIVATIONS
 from mp_reference import mp_kernels
-
-ACTIVATIONS = [
-    act.Relu(),
-    act.LeakyRelu(0.2),
-    act.ABRelu(-0.5, 2.0),
-    act.Abs(),
-    act.Identity(),
-    act.Sign(),
-    act.Erf(),
-    act.Erf(1.3, 0.7, 0.2),
-    act.SigmoidLike(),
-]
 
 
 def awkward_points(n=14, dim=6, seed=0):

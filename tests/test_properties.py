@@ -9,17 +9,8 @@ import ntkcore
 from ntkcore import activations as act
 from ntkcore import _native
 
-ACTIVATIONS = [
-    act.Relu(),
-    act.LeakyRelu(0.2),
-    act.ABRelu(-0.5, 2.0),
-    act.Abs(),
-    act.Identity(),
-    act.Sign(),
-    act.Erf(),
-    act.Erf(1.3, 0.7, 0.2),
-    act.SigmoidLike(),
-]
+from cases import ACTIVATIONS
+
 
 
 def scale_of(k):

@@ -73,6 +73,38 @@ inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdo
     theta = c + dense.w_ntk * tdot * theta;
 }
 
+// What an angle-based activation (ABReLU family, sign) gives for one pair: Ra, the factors
+// 1 - h, h and 2 - h of c_a = Ra (1 - h) and d_a = Ra^2 h (2 - h), the first term
+// (sqrt q1a - sqrt q2a)^2 of dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h, and Tdot.
+template <class T>
+struct AngleMap {
+    T ra, one_minus_h, h, two_minus_h, spread2, tdot;
+};
+
+// The pair loop of the angle-based activations: computes each pair's angles, asks
+// `map(angles, acute, r, r_i, r_j)` for its AngleMap and applies the dense layer.
+template <class T, class Map>
+void angle_pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
+                 const DenseStep<T>& dense, Map map) {
+    const T *r1 = in.r1, *r2 = in.r2, *ir1 = in.ir1, *ir2 = in.ir2;
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T ri = r1[i], iri = ir1[i];
+        T* ci = c + i * cols;
+        T* di = d + i * cols;
+        T* ti = theta + i * cols;
+#pragma omp simd
+        for (std::size_t j = 0; j < cols; ++j) {
+            const T r = ri * r2[j];
+            const T cij = ci[j];
+            const T dij = di[j] > T(0) ? di[j] : T(0);
+            const PairAngle<T> g(r, iri * ir2[j], std::abs(cij), dij);
+            const AngleMap<T> a = map(g, cij >= T(0), r, ri, r2[j]);
+            dense_step(dense, a.ra * a.one_minus_h, a.ra * a.ra * a.h * a.two_minus_h,
+                       a.spread2 + T(2) * a.ra * a.h, a.tdot, ci[j], di[j], ti[j]);
+        }
+    }
+}
+
 // phi(x) = a x (x < 0), b x (x >= 0).  With m = (a^2 + b^2)/2, f = (a - b)^2/(2 pi),
 // T = m R (1 - h), h = (1 - cos theta) - (f/m)(sin theta - theta cos theta) and
 // Tdot = m - f theta.  For theta > pi/2 the same quantities are rewritten in psi = pi - theta
@@ -101,35 +133,24 @@ struct ABRelu {
 
     void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
                const DenseStep<T>& dense) const {
-        const T *r1 = in.r1, *r2 = in.r2, *ir1 = in.ir1, *ir2 = in.ir2;
         const T m = this->m, f = this->f, ratio = this->ratio, kappa = this->kappa, ab = this->ab;
-        for (std::size_t i = 0; i < rows; ++i) {
-            const T ri = r1[i], iri = ir1[i];
-            T* ci = c + i * cols;
-            T* di = d + i * cols;
-            T* ti = theta + i * cols;
-#pragma omp simd
-            for (std::size_t j = 0; j < cols; ++j) {
-                const T r = ri * r2[j];
-                const T cij = ci[j];
-                const T dij = di[j] > T(0) ? di[j] : T(0);
-                const PairAngle<T> g(r, iri * ir2[j], std::abs(cij), dij);
-                const T fs = ratio * g.s_term;
-                const bool acute = cij >= T(0);
-                const T one_minus_h =
-                    acute ? g.cos_phi + fs : (kappa - T(1)) * g.cos_phi + fs;
-                const T h = acute ? g.one_minus_cos_phi - fs
-                                  : (T(2) - kappa) - (T(1) - kappa) * g.one_minus_cos_phi - fs;
-                const T two_minus_h = acute ? g.one_plus_cos_phi + fs
-                                            : kappa + (T(1) - kappa) * g.one_minus_cos_phi + fs;
-                const T tdot_angle = acute ? m - f * g.phi : ab + f * g.phi;
-                const T tdot = r > T(0) ? tdot_angle : m - f * Constants<T>::half_pi;
-                const T ra = m * r;
-                const T gap = ri - r2[j];
-                dense_step(dense, ra * one_minus_h, ra * ra * h * two_minus_h,
-                           m * gap * gap + T(2) * ra * h, tdot, ci[j], di[j], ti[j]);
-            }
-        }
+        const T tdot_orthogonal = m - f * Constants<T>::half_pi;
+        angle_pairs(rows, cols, in, c, d, theta, dense,
+                    [=](const PairAngle<T>& g, bool acute, T r, T ri, T rj) {
+                        const T fs = ratio * g.s_term;
+                        const T one_minus_cos = g.one_minus_cos_phi;
+                        AngleMap<T> a;
+                        a.ra = m * r;
+                        a.one_minus_h = acute ? g.cos_phi + fs : (kappa - T(1)) * g.cos_phi + fs;
+                        a.h = acute ? one_minus_cos - fs
+                                    : (T(2) - kappa) - (T(1) - kappa) * one_minus_cos - fs;
+                        a.two_minus_h = acute ? g.one_plus_cos_phi + fs
+                                              : kappa + (T(1) - kappa) * one_minus_cos + fs;
+                        a.spread2 = m * (ri - rj) * (ri - rj);
+                        const T tdot_angle = acute ? m - f * g.phi : ab + f * g.phi;
+                        a.tdot = r > T(0) ? tdot_angle : tdot_orthogonal;
+                        return a;
+                    });
     }
 };
 
@@ -146,31 +167,21 @@ struct Sign {
 
     void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
                const DenseStep<T>& dense) const {
-        const T *r1 = in.r1, *r2 = in.r2, *ir1 = in.ir1, *ir2 = in.ir2;
         const T two_over_pi = T(2) / Constants<T>::pi;
-        for (std::size_t i = 0; i < rows; ++i) {
-            const T ri = r1[i], iri = ir1[i];
-            T* ci = c + i * cols;
-            T* di = d + i * cols;
-            T* ti = theta + i * cols;
-#pragma omp simd
-            for (std::size_t j = 0; j < cols; ++j) {
-                const T r = ri * r2[j];
-                const T cij = ci[j];
-                const T dij = di[j] > T(0) ? di[j] : T(0);
-                const PairAngle<T> g(r, iri * ir2[j], std::abs(cij), dij);
-                const T small = two_over_pi * g.phi;  // 2 phi / pi in [0, 1]
-                const bool acute = cij >= T(0);
-                const T h = acute ? small : T(2) - small;
-                const T two_minus_h = acute ? T(2) - small : small;
-                const T one_minus_h = acute ? T(1) - small : small - T(1);
-                const T ra = (ri > T(0) && r2[j] > T(0)) ? T(1) : T(0);
-                const T in1 = ri > T(0) ? T(1) : T(0);
-                const T in2 = r2[j] > T(0) ? T(1) : T(0);
-                dense_step(dense, ra * one_minus_h, ra * h * two_minus_h,
-                           (in1 - in2) * (in1 - in2) + T(2) * ra * h, T(0), ci[j], di[j], ti[j]);
-            }
-        }
+        angle_pairs(rows, cols, in, c, d, theta, dense,
+                    [=](const PairAngle<T>& g, bool acute, T, T ri, T rj) {
+                        const T small = two_over_pi * g.phi;  // 2 phi / pi in [0, 1]
+                        const T in1 = ri > T(0) ? T(1) : T(0);
+                        const T in2 = rj > T(0) ? T(1) : T(0);
+                        AngleMap<T> a;
+                        a.ra = in1 * in2;
+                        a.h = acute ? small : T(2) - small;
+                        a.two_minus_h = acute ? T(2) - small : small;
+                        a.one_minus_h = acute ? T(1) - small : small - T(1);
+                        a.spread2 = (in1 - in2) * (in1 - in2);
+                        a.tdot = T(0);
+                        return a;
+                    });
     }
 };
 

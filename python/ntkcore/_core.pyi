@@ -1,0 +1,29 @@
+# Type stubs of the compiled modules ntkcore._core, _core_avx2 and _core_avx512 (same API).
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+# (family, (a, b, c), w_var per dense layer, b_var per dense layer)
+NetworkSpec = Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float]]
+
+openmp: bool
+
+def best_isa() -> str: ...
+def max_threads() -> int: ...
+def gram(
+    network: NetworkSpec,
+    x1: npt.NDArray[np.floating],
+    x2: Optional[npt.NDArray[np.floating]],
+    nngp: npt.NDArray[np.floating],
+    ntk: npt.NDArray[np.floating],
+    n_threads: int = 0,
+    tile_rows: int = 64,
+    tile_cols: int = 64,
+) -> None: ...
+def diagonal(
+    network: NetworkSpec,
+    x: npt.NDArray[np.floating],
+    nngp: npt.NDArray[np.floating],
+    ntk: npt.NDArray[np.floating],
+) -> None: ...
