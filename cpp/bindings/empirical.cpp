@@ -73,18 +73,25 @@ ntkcore::GramOptions options(int n_threads) {
     return opt;
 }
 
+// The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
 template <class T>
 Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
-                 const std::vector<Array<T>>& biases, const Array<T>& x, int n_threads) {
+                 const std::vector<Array<T>>& biases, const Array<T>& x, int n_threads,
+                 int layer) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
     const auto a = matrix_view(x, "x");
-    Array<T> out({Eigen::Index(x.shape(0)), mlp.n_outputs()});
-    Eigen::Map<ntkcore::RowMatrix<T>> o(out.mutable_data(), x.shape(0), mlp.n_outputs());
+    if (layer < -1 || layer >= int(mlp.n_layers()))
+        throw std::invalid_argument("layer must be -1 (outputs) or in [0, L]");
+    const Eigen::Index width =
+        layer < 0 ? mlp.n_outputs() : (layer == 0 ? mlp.input_dim() : mlp.weights[layer - 1].rows());
+    Array<T> out({Eigen::Index(x.shape(0)), width});
+    Eigen::Map<ntkcore::RowMatrix<T>> o(out.mutable_data(), x.shape(0), width);
     bool interrupted = false;
     {
         py::gil_scoped_release release;
         try {
-            o = ntkcore::forward<T>(mlp, a, false, options(n_threads)).output;
+            auto fw = ntkcore::forward<T>(mlp, a, false, options(n_threads));
+            o = layer < 0 ? fw.output : fw.h[std::size_t(layer)];
         } catch (const ntkcore::Interrupted&) {
             interrupted = true;
         }
@@ -152,7 +159,7 @@ double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights
 template <class T>
 void define(py::module_& m) {
     m.def("mlp_forward", &forward<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
-          py::arg("x").noconvert(), py::arg("n_threads") = 0);
+          py::arg("x").noconvert(), py::arg("n_threads") = 0, py::arg("layer") = -1);
     m.def("empirical_ntk", &ntk<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
           py::arg("x1").noconvert(), py::arg("x2").noconvert().none(true), py::arg("output"),
           py::arg("theta").noconvert(), py::arg("n_threads") = 0);

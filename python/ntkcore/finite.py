@@ -286,6 +286,11 @@ class MLP:
         spec, weights, biases = self._core_args(dtype)
         return _core.mlp_forward(spec, weights, biases, a, threads)
 
+    def _hidden(self, a, dtype, threads):
+        """The last hidden layer's post-activations h^L (the input when L = 0), (N, n_L)."""
+        spec, weights, biases = self._core_args(dtype)
+        return _core.mlp_forward(spec, weights, biases, a, threads, self.depth)
+
     def ntk(
         self,
         x1,
@@ -462,6 +467,7 @@ def monte_carlo_kernels(
     n_samples: int = 10,
     seed: int = 0,
     n_outputs: int = 1,
+    nngp_estimator: str = "output",
     dtype=None,
     n_threads: Optional[int] = None,
 ) -> Kernels:
@@ -471,7 +477,15 @@ def monte_carlo_kernels(
     covariance ``f(x1) f(x2)^T / k`` (per output, averaged over the k outputs) and the
     empirical NTK (``output="trace"``).  As ``width`` grows these estimate the
     infinite-width kernels of ``ntkcore.FullyConnected(depth, activation, W_std, b_std)``
-    (SPEC sec. 6), with fluctuations of order ``1 / sqrt(width * n_samples)``.
+    (SPEC sec. 6).
+
+    Statistical error: the NTK estimate fluctuates like ``1 / sqrt(width * n_samples)``
+    (the empirical NTK of one network is within O(1/sqrt(width)) of the limit).  The
+    output covariance of one network is a rank-k sample of a Gaussian process, so its
+    error is ``O(1 / sqrt(n_samples * k))`` whatever the width.  ``nngp_estimator="hidden"``
+    instead averages its expectation over the last layer's parameters,
+    ``W_std^2 / n_L h^L(x1) h^L(x2)^T + b_std^2`` (the same kernel, unbiased for the same
+    finite-width mean), whose error shrinks like ``1 / sqrt(width * n_samples)``.
 
     Parameters
     ----------
@@ -489,6 +503,9 @@ def monte_carlo_kernels(
     n_outputs : int >= 1
         Outputs per network for a ``FullyConnected`` architecture (more outputs average
         more i.i.d. copies per network).
+    nngp_estimator : "output" or "hidden"
+        ``"output"``: ``f(x1) f(x2)^T / k``; ``"hidden"``: its conditional mean given the
+        last hidden layer (see above).
     dtype, n_threads : as for :meth:`MLP.ntk`.
 
     Returns
@@ -499,6 +516,10 @@ def monte_carlo_kernels(
     n_samples = _check_int(n_samples, "n_samples", 1)
     seed = _check_seed(seed)
     n_outputs = _check_int(n_outputs, "n_outputs", 1)
+    if not isinstance(nngp_estimator, str):
+        raise TypeError(f"nngp_estimator must be 'output' or 'hidden', got {nngp_estimator!r}")
+    if nngp_estimator not in ("output", "hidden"):
+        raise ValueError(f"nngp_estimator must be 'output' or 'hidden', got {nngp_estimator!r}")
     if width is not None:
         width = _check_int(width, "width", 1)
     dtype = resolve_dtype(dtype, x1, x2)
@@ -534,8 +555,13 @@ def monte_carlo_kernels(
     ntk = np.zeros((a.shape[0], n2), dtype=np.float64)
     for child in np.random.SeedSequence(seed).spawn(n_samples):
         net = MLP(widths, activation, w_std, b_std, seed=child)
-        f1 = net.apply(a, dtype=dtype, n_threads=threads or None)
-        f2 = f1 if b is None else net.apply(b, dtype=dtype, n_threads=threads or None)
-        nngp += (f1.astype(np.float64) @ f2.astype(np.float64).T) / widths[-1]
+        if nngp_estimator == "output":
+            f1 = net.apply(a, dtype=dtype, n_threads=threads or None)
+            f2 = f1 if b is None else net.apply(b, dtype=dtype, n_threads=threads or None)
+            nngp += (f1.astype(np.float64) @ f2.astype(np.float64).T) / widths[-1]
+        else:
+            h1 = net._hidden(a, dtype, threads).astype(np.float64)
+            h2 = h1 if b is None else net._hidden(b, dtype, threads).astype(np.float64)
+            nngp += (w_std[-1] ** 2 / widths[-2]) * (h1 @ h2.T) + b_std[-1] ** 2
         ntk += net.ntk(a, b, dtype=dtype, n_threads=threads or None)
     return Kernels((nngp / n_samples).astype(dtype), (ntk / n_samples).astype(dtype))
