@@ -4,3 +4,4 @@
 #include <pybind11/pybind11.h>
 
 void bind_kernels(pybind11::module_& m);
+void bind_empirical(pybind11::module_& m);

@@ -9,7 +9,8 @@
 
 from . import activations
 from .network import FullyConnected, Kernels
+from . import finite
 
 __version__ = "0.1.0"
 
-__all__ = ["FullyConnected", "Kernels", "activations", "__version__"]
+__all__ = ["FullyConnected", "Kernels", "activations", "finite", "__version__"]

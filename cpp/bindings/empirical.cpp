@@ -1,0 +1,176 @@
+// Bindings of the finite-width MLP core (empirical.hpp): array conversion, GIL release,
+// interruption.  The Python layer validates and converts; these only check shapes.
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "ntkcore/empirical.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+
+// The network as the Python layer passes it: (family, (a, b, c), w_std, b_std) and the
+// per-layer weights (n_out x n_in) and biases (n_out).
+template <class T>
+ntkcore::MLP<T> to_mlp(const py::tuple& spec, const std::vector<Array<T>>& weights,
+                       const std::vector<Array<T>>& biases) {
+    if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
+    ntkcore::MLP<T> mlp;
+    const auto family = spec[0].cast<std::string>();
+    if (family == "ab_relu")
+        mlp.activation.family = ntkcore::Family::ab_relu;
+    else if (family == "sign")
+        mlp.activation.family = ntkcore::Family::sign;
+    else if (family == "erf")
+        mlp.activation.family = ntkcore::Family::erf;
+    else
+        throw std::invalid_argument("unknown activation family '" + family + "'");
+    const auto params = spec[1].cast<std::vector<double>>();
+    if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
+    mlp.activation.a = params[0];
+    mlp.activation.b = params[1];
+    mlp.activation.c = params[2];
+    mlp.w_std = spec[2].cast<std::vector<double>>();
+    mlp.b_std = spec[3].cast<std::vector<double>>();
+    if (weights.size() != biases.size())
+        throw std::invalid_argument("one bias per weight matrix");
+    for (std::size_t m = 0; m < weights.size(); ++m) {
+        if (weights[m].ndim() != 2 || biases[m].ndim() != 1)
+            throw std::invalid_argument("weights must be 2-D and biases 1-D");
+        mlp.weights.emplace_back(weights[m].data(), weights[m].shape(0), weights[m].shape(1));
+        mlp.biases.emplace_back(biases[m].data(), biases[m].shape(0));
+    }
+    mlp.validate();
+    return mlp;
+}
+
+template <class T>
+Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+    return {a.data(), a.shape(0), a.shape(1)};
+}
+
+bool python_interrupt_pending() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+}
+
+ntkcore::GramOptions options(int n_threads) {
+    ntkcore::GramOptions opt;
+    opt.n_threads = n_threads;
+    opt.tile_rows = 64;
+    opt.should_stop = python_interrupt_pending;
+    return opt;
+}
+
+// The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
+template <class T>
+Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
+                 const std::vector<Array<T>>& biases, const Array<T>& x, int n_threads,
+                 int layer) {
+    const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
+    const auto a = matrix_view(x, "x");
+    if (layer < -1 || layer >= int(mlp.n_layers()))
+        throw std::invalid_argument("layer must be -1 (outputs) or in [0, L]");
+    const Eigen::Index width =
+        layer < 0 ? mlp.n_outputs() : (layer == 0 ? mlp.input_dim() : mlp.weights[layer - 1].rows());
+    Array<T> out({Eigen::Index(x.shape(0)), width});
+    Eigen::Map<ntkcore::RowMatrix<T>> o(out.mutable_data(), x.shape(0), width);
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            auto fw = ntkcore::forward<T>(mlp, a, false, options(n_threads));
+            o = layer < 0 ? fw.output : fw.h[std::size_t(layer)];
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
+    return out;
+}
+
+template <class T>
+void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights,
+         const std::vector<Array<T>>& biases, const Array<T>& x1,
+         const std::optional<Array<T>>& x2, const std::string& output, Array<T>& theta,
+         int n_threads) {
+    const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
+    ntkcore::NtkOutput mode;
+    if (output == "trace")
+        mode = ntkcore::NtkOutput::trace;
+    else if (output == "full")
+        mode = ntkcore::NtkOutput::full;
+    else
+        throw std::invalid_argument("output must be 'trace' or 'full'");
+    const auto a = matrix_view(x1, "x1");
+    if (theta.ndim() != 2) throw std::invalid_argument("theta must be 2-D");
+    Eigen::Map<ntkcore::RowMatrix<T>> t(theta.mutable_data(), theta.shape(0), theta.shape(1));
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            if (x2) {
+                const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
+                ntkcore::empirical_ntk<T>(mlp, a, &b, mode, t, options(n_threads));
+            } else {
+                ntkcore::empirical_ntk<T>(mlp, a, nullptr, mode, t, options(n_threads));
+            }
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
+}
+
+template <class T>
+double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights,
+                     const std::vector<Array<T>>& biases, const Array<T>& x, const Array<T>& y,
+                     std::vector<Array<T>>& grad_w, std::vector<Array<T>>& grad_b, int n_threads) {
+    const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
+    const auto a = matrix_view(x, "x");
+    const auto b = matrix_view(y, "y");
+    std::vector<Eigen::Map<ntkcore::RowMatrix<T>>> gw;
+    std::vector<Eigen::Map<ntkcore::Vector<T>>> gb;
+    for (auto& g : grad_w) {
+        if (g.ndim() != 2) throw std::invalid_argument("weight gradients must be 2-D");
+        gw.emplace_back(g.mutable_data(), g.shape(0), g.shape(1));
+    }
+    for (auto& g : grad_b) {
+        if (g.ndim() != 1) throw std::invalid_argument("bias gradients must be 1-D");
+        gb.emplace_back(g.mutable_data(), g.shape(0));
+    }
+    py::gil_scoped_release release;
+    ntkcore::GramOptions opt;
+    opt.n_threads = n_threads;
+    return ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, opt);
+}
+
+template <class T>
+void define(py::module_& m) {
+    m.def("mlp_forward", &forward<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
+          py::arg("x").noconvert(), py::arg("n_threads") = 0, py::arg("layer") = -1);
+    m.def("empirical_ntk", &ntk<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
+          py::arg("x1").noconvert(), py::arg("x2").noconvert().none(true), py::arg("output"),
+          py::arg("theta").noconvert(), py::arg("n_threads") = 0);
+    m.def("mlp_loss_gradient", &loss_gradient<T>, py::arg("network"), py::arg("weights"),
+          py::arg("biases"), py::arg("x").noconvert(), py::arg("y").noconvert(),
+          py::arg("grad_w"), py::arg("grad_b"), py::arg("n_threads") = 0);
+}
+
+}  // namespace
+
+void bind_empirical(py::module_& m) {
+    define<double>(m);
+    define<float>(m);
+}
