@@ -19,11 +19,8 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
-#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -133,41 +130,16 @@ struct Forward {
 namespace detail {
 
 // Runs body(begin, end) over the blocks [begin, end) of `block` consecutive items, on
-// `threads` OpenMP threads, collecting the first exception and polling opt.should_stop.
+// `threads` OpenMP threads, with the Gram driver's error transport and interruption.
 template <class Body>
 void for_blocks(std::size_t n_items, std::size_t block, int threads, const GramOptions& opt,
                 const Body& body) {
     block = std::max<std::size_t>(1, block);
-    const std::ptrdiff_t n_blocks = std::ptrdiff_t((n_items + block - 1) / block);
-    std::atomic<bool> stop{false};
-    std::exception_ptr failure;
-    auto last_poll = std::chrono::steady_clock::now();
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (std::ptrdiff_t t = 0; t < n_blocks; ++t) {
-        if (stop.load(std::memory_order_relaxed)) continue;
-        try {
-            const std::size_t begin = std::size_t(t) * block;
-            body(begin, std::min(n_items, begin + block));
-        } catch (...) {
-#pragma omp critical(ntkcore_empirical_failure)
-            if (!failure) failure = std::current_exception();
-            stop.store(true);
-        }
-#ifdef _OPENMP
-        const bool caller = omp_get_thread_num() == 0;
-#else
-        const bool caller = true;
-#endif
-        if (caller && opt.should_stop) {
-            const auto now = std::chrono::steady_clock::now();
-            if (now - last_poll > std::chrono::milliseconds(50)) {
-                last_poll = now;
-                if (opt.should_stop()) stop.store(true);
-            }
-        }
-    }
-    if (failure) std::rethrow_exception(failure);
-    if (stop.load()) throw Interrupted();
+    const std::size_t n_blocks = (n_items + block - 1) / block;
+    parallel_tiles(n_blocks, threads, opt.should_stop, [&](std::size_t t) {
+        const std::size_t begin = t * block;
+        body(begin, std::min(n_items, begin + block));
+    });
 }
 
 inline int threads_for(const GramOptions& opt, double flops, std::size_t n_blocks) {
