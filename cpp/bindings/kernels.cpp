@@ -12,11 +12,6 @@
 
 namespace py = pybind11;
 
-namespace {
-
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
-
 // The network as the Python layer passes it: (family, (a, b, c), w_var, b_var).
 ntkcore::Network to_network(const py::tuple& spec) {
     if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
@@ -40,6 +35,11 @@ ntkcore::Network to_network(const py::tuple& spec) {
     net.validate();
     return net;
 }
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
 
 template <class T>
 Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {

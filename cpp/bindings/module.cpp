@@ -38,4 +38,5 @@ PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
     m.def("max_threads", [] { return 1; });
 #endif
     bind_kernels(m);
+    bind_spectral(m);
 }
