@@ -9,7 +9,24 @@
 
 from . import activations
 from .network import FullyConnected, Kernels
+from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
+from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 
 __version__ = "0.1.0"
 
-__all__ = ["FullyConnected", "Kernels", "activations", "__version__"]
+__all__ = [
+    "FullyConnected",
+    "GradientFlow",
+    "Kernels",
+    "activations",
+    "condition_number",
+    "eigsh",
+    "ensemble_predict",
+    "lambda_max",
+    "lambda_min",
+    "loss_bound",
+    "loss_curve",
+    "max_learning_rate",
+    "spectrum",
+    "__version__",
+]
