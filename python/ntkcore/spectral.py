@@ -149,7 +149,7 @@ def _operand(K, x, kernel, dtype=None):
     return "dense", as_symmetric_matrix(K, "K")
 
 
-def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None):
+def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None):
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     kind, operand = _operand(K, x, kernel, dtype)
@@ -158,6 +158,7 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
     settings = dict(
         tol=_check_tol(tol),
         block_size=_check_positive_int(block_size, "block_size"),
+        max_basis=_check_positive_int(max_basis, "max_basis"),
         max_passes=_check_positive_int(max_passes, "max_passes"),
         seed=_check_seed(seed),
         n_threads=check_n_threads(n_threads),
@@ -214,6 +215,7 @@ def eigsh(
     kernel: str = "ntk",
     n_threads: Optional[int] = None,
     block_size: Optional[int] = None,
+    max_basis: Optional[int] = None,
     max_passes: Optional[int] = None,
     seed: int = 0,
     dtype=None,
@@ -243,9 +245,11 @@ def eigsh(
         Which Gram matrix of the network (ignored for a dense ``K``).
     n_threads : int >= 1, optional
         Threads for the block products (default: all that OpenMP offers).
-    block_size, max_passes : int >= 1, optional
-        Vectors per block (default ``max(4, 1.5 k)``), and the most operator applications
-        (default 1000; a RuntimeWarning reports non-convergence).
+    block_size, max_basis, max_passes : int >= 1, optional
+        Vectors per block (default ``max(4, 1.5 k)``, at most 64), basis vectors kept before
+        a thick restart (default ``max(120, 10 block_size, 2 k + 2 block_size)``, at most N;
+        the solver holds 2 N max_basis numbers), and the most operator applications (default
+        1000; a RuntimeWarning reports non-convergence).
     seed : int
         Seed of the random start block.
     dtype : float32 or float64, optional
@@ -261,7 +265,8 @@ def eigsh(
     """
     if not isinstance(return_eigenvectors, (bool, np.bool_)):
         raise TypeError(f"return_eigenvectors must be True or False, got {return_eigenvectors!r}")
-    values, vectors, _, _ = _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype)
+    values, vectors, _, _ = _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype,
+                                   max_basis)
     return (values, vectors) if return_eigenvectors else values
 
 

@@ -40,7 +40,7 @@ enum class Which { largest, smallest };
 
 struct EigenOptions {
     std::size_t block_size = 0;  // vectors per block; 0: max(4, k + k / 2), at most 64
-    std::size_t max_basis = 0;   // basis columns before a restart; 0: max(5 b, 2 k + 2 b)
+    std::size_t max_basis = 0;   // basis columns before a restart; 0: max(120, 10 b, 2 k + 2 b)
     std::size_t max_passes = 0;  // operator applications; 0: 1000
     double tol = 0.0;            // relative residual; 0: 1e-10 (double), 1e-4 (float)
     std::uint64_t seed = 0;      // of the random start block
@@ -118,7 +118,7 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
     if (k < 1 || k > n) throw std::invalid_argument("eigen solver: k must be in [1, N]");
     std::size_t b = opt.block_size ? opt.block_size : std::min<std::size_t>(64, std::max<std::size_t>(4, k + k / 2));
     b = std::min(b, n);
-    std::size_t m = opt.max_basis ? opt.max_basis : std::max(5 * b, 2 * k + 2 * b);
+    std::size_t m = opt.max_basis ? opt.max_basis : std::max<std::size_t>({120, 10 * b, 2 * k + 2 * b});
     m = std::min(m, n);
     if (m < n && m < k + b) {
         if (opt.max_basis) throw std::invalid_argument("eigen solver: max_basis must be >= k + block_size");
