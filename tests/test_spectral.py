@@ -234,3 +234,19 @@ def test_indefinite_matrix_has_no_smallest_path():
     with pytest.raises(ValueError, match="positive semidefinite"):
         ntkcore.lambda_min(a)
     assert ntkcore.lambda_max(a) == pytest.approx(3.0)
+
+
+def test_keyboard_interrupt_stops_a_matrix_free_solve():
+    import _thread
+    import threading
+    import time
+
+    x = np.random.default_rng(0).standard_normal((4000, 16))
+    slow = ntkcore.FullyConnected(100, "relu", W_std=1.4, b_std=0.1)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        ntkcore.eigsh(slow, x, k=2, which="smallest", n_threads=2)
+    timer.join()
+    assert time.perf_counter() - start < 10

@@ -44,6 +44,10 @@ struct OperatorOptions {
 
 namespace detail {
 
+// Block products below this many flops (a few milliseconds) run on the calling thread: waking
+// a team for less costs more than it saves, above all on a loaded machine.
+constexpr std::size_t serial_flops = 50000000;
+
 inline int thread_index() {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -72,7 +76,7 @@ public:
     void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
         check_block(x, y);
         const std::size_t n = size(), panels = (n + panel_ - 1) / panel_;
-        const bool small = n * n * std::size_t(x.cols()) < 2000000;
+        const bool small = 2 * n * n * std::size_t(x.cols()) < detail::serial_flops;
         const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : panels);
         detail::parallel_tiles(panels, threads, opt_.should_stop, [&](std::size_t p) {
             const Eigen::Index r0 = Eigen::Index(p * panel_);
@@ -201,7 +205,7 @@ public:
         if (x.rows() != Eigen::Index(size()) || y.rows() != x.rows() || y.cols() != x.cols())
             throw std::invalid_argument("cholesky inverse: blocks must be N x b");
         const std::size_t b = std::size_t(x.cols());
-        const bool small = size() * size() * b < 2000000;
+        const bool small = 2 * size() * size() * b < detail::serial_flops;
         const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : b);
         const std::size_t per = (b + std::size_t(threads) - 1) / std::size_t(threads);
         const std::size_t panels = (b + per - 1) / per;
