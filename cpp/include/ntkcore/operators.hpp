@@ -169,10 +169,47 @@ private:
     mutable std::size_t passes_ = 0;
 };
 
+namespace detail {
+
+// In-place Cholesky factorization a = L L^T of a symmetric matrix (lower triangle read and
+// overwritten; the strict upper triangle is left as scratch), blocked and right-looking: each
+// step factors a diagonal block, solves the panel below it (row chunks on threads) and
+// updates the trailing lower triangle by GEMMs (column blocks on threads).  False when a
+// pivot is not positive (a is not numerically positive definite).
+template <class T>
+bool cholesky_in_place(ColMatrix<T>& a, int n_threads, const std::function<bool()>& should_stop) {
+    const Eigen::Index n = a.rows();
+    const Eigen::Index nb = 256;
+    for (Eigen::Index j = 0; j < n; j += nb) {
+        const Eigen::Index jb = std::min(nb, n - j), rest = n - j - jb;
+        Eigen::LLT<ColMatrix<T>, Eigen::Lower> diag(a.block(j, j, jb, jb));
+        if (diag.info() != Eigen::Success) return false;
+        a.block(j, j, jb, jb).template triangularView<Eigen::Lower>() = diag.matrixL();
+        if (rest == 0) break;
+        const auto ljj = a.block(j, j, jb, jb).template triangularView<Eigen::Lower>();
+        const std::size_t chunks = std::size_t((rest + nb - 1) / nb);
+        const bool small = std::size_t(rest) * std::size_t(rest) * std::size_t(jb) < serial_flops;
+        const int threads = resolve_threads(n_threads, small ? 1 : chunks);
+        parallel_tiles(chunks, threads, should_stop, [&](std::size_t c) {
+            const Eigen::Index r0 = j + jb + Eigen::Index(c) * nb, rows = std::min(nb, n - r0);
+            auto panel = a.block(r0, j, rows, jb);
+            ljj.transpose().template solveInPlace<Eigen::OnTheRight>(panel);
+        });
+        parallel_tiles(chunks, threads, should_stop, [&](std::size_t c) {
+            const Eigen::Index c0 = j + jb + Eigen::Index(c) * nb, cols = std::min(nb, n - c0);
+            a.block(c0, c0, n - c0, cols).noalias() -=
+                a.block(c0, j, n - c0, jb) * a.block(c0, j, cols, jb).transpose();
+        });
+    }
+    return true;
+}
+
+}  // namespace detail
+
 // (A + shift I)^-1 for a symmetric positive (semi)definite A, by the Cholesky factor of
 // A + shift I.  The shift starts at `shift` and grows tenfold (from N eps max(diag A) when
 // it is 0) while the factorization fails, at most `max_tries` times; shift() reports the
-// one used.  Holds the factor: N^2 entries.
+// one used.  Holds the factor, N^2 entries, its only copy of A.
 template <class T>
 class CholeskyInverse {
 public:
@@ -183,11 +220,10 @@ public:
         const Eigen::Index n = a.rows();
         const double scale = n ? double(a.diagonal().cwiseAbs().maxCoeff()) : 0.0;
         for (int attempt = 0;; ++attempt) {
-            // Row-major A is its own transpose: copy the lower triangle into the factor.
-            ColMatrix<T> m = a;
-            m.diagonal().array() += T(shift_);
-            llt_.compute(m);
-            if (llt_.info() == Eigen::Success) break;
+            // The factor is the only copy (A is symmetric, so its row-major storage serves).
+            factor_ = a;
+            factor_.diagonal().array() += T(shift_);
+            if (detail::cholesky_in_place(factor_, opt_.n_threads, opt_.should_stop)) break;
             if (attempt + 1 >= max_tries)
                 throw std::domain_error("cholesky inverse: the matrix is not positive definite even after "
                                         "shifting by " + std::to_string(shift_));
@@ -196,7 +232,7 @@ public:
         }
     }
 
-    std::size_t size() const { return std::size_t(llt_.rows()); }
+    std::size_t size() const { return std::size_t(factor_.rows()); }
     std::size_t passes() const { return passes_; }
     double shift() const { return shift_; }
 
@@ -206,15 +242,16 @@ public:
             throw std::invalid_argument("cholesky inverse: blocks must be N x b");
         const std::size_t b = std::size_t(x.cols());
         const bool small = 2 * size() * size() * b < detail::serial_flops;
-        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : b);
+        // At least 4 columns a thread: each thread reads the whole factor.
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : b / 4);
         const std::size_t per = (b + std::size_t(threads) - 1) / std::size_t(threads);
         const std::size_t panels = (b + per - 1) / per;
         detail::parallel_tiles(panels, threads, opt_.should_stop, [&](std::size_t p) {
             const Eigen::Index c0 = Eigen::Index(p * per), cols = Eigen::Index(std::min(per, b - p * per));
             auto out = y.middleCols(c0, cols);
             out = x.middleCols(c0, cols);
-            llt_.matrixL().solveInPlace(out);
-            llt_.matrixU().solveInPlace(out);
+            factor_.template triangularView<Eigen::Lower>().solveInPlace(out);
+            factor_.template triangularView<Eigen::Lower>().transpose().solveInPlace(out);
         });
         ++passes_;
     }
@@ -222,7 +259,7 @@ public:
 private:
     OperatorOptions opt_;
     double shift_;
-    Eigen::LLT<ColMatrix<T>, Eigen::Lower> llt_;
+    ColMatrix<T> factor_;  // L in the lower triangle
     mutable std::size_t passes_ = 0;
 };
 

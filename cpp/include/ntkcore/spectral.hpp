@@ -11,8 +11,9 @@
 // the whole block.  Stopping: every wanted Ritz pair has ||A x - theta x|| <= tol * ||A||, with
 // ||A|| estimated by the largest |Ritz value| seen.
 //
-// lambda_min of a dense matrix: the largest eigenvalues of (A + shift I)^-1 through its
-// Cholesky factor (operators.hpp), refined by the Rayleigh quotient of A.  Matrix-free
+// lambda_min of a dense matrix: the largest eigenvalues of (A - sigma I)^-1 through its
+// Cholesky factor (operators.hpp), sigma = 0 first and then just below lambda_min (see
+// dense_eigenpairs), refined by the Rayleigh quotient of A.  Matrix-free
 // operators run plain Lanczos towards the small end, which converges slowly when the bottom of
 // the spectrum is clustered (see the Python documentation).
 #pragma once
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -44,6 +46,9 @@ struct EigenOptions {
     std::size_t max_passes = 0;  // operator applications; 0: 1000
     double tol = 0.0;            // relative residual; 0: 1e-10 (double), 1e-4 (float)
     std::uint64_t seed = 0;      // of the random start block
+    // Measure each residual against its own Ritz value instead of ||A|| (for inverses, where
+    // ||(A - sigma)^-1 x - mu x|| <= tol mu gives ||A x - lambda x|| <= tol ||A - sigma||).
+    bool relative_to_value = false;
     std::function<bool()> should_stop;  // polled between passes; true ends with Interrupted
 };
 
@@ -111,8 +116,10 @@ void orthonormalize(const Eigen::Ref<const ColMatrix<T>>& v, Eigen::Ref<ColMatri
 }  // namespace detail
 
 // The k eigenpairs of the symmetric operator `op` at the `which` end of its spectrum.
+// `start` (optional, N x s): directions for the first block (the rest of it is random).
 template <class T, class Op>
-EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const EigenOptions& opt = EigenOptions()) {
+EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const EigenOptions& opt = EigenOptions(),
+                             const ColMatrix<T>* start = nullptr) {
     const std::size_t n = op.size();
     if (n == 0) throw std::invalid_argument("eigen solver: empty operator");
     if (k < 1 || k > n) throw std::invalid_argument("eigen solver: k must be in [1, N]");
@@ -160,6 +167,10 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
     {
         ColMatrix<T> q(N, Eigen::Index(b));
         detail::fill_normal<T>(q, rng);
+        if (start && start->rows() == N) {
+            const Eigen::Index s = std::min<Eigen::Index>(start->cols(), Eigen::Index(b));
+            q.leftCols(s) = start->leftCols(s);
+        }
         detail::orthonormalize<T>(v.leftCols(0), q, rng);
         append(q);
     }
@@ -186,10 +197,13 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
         ColMatrix<T> x = v.leftCols(c) * sk.cast<T>();
         ColMatrix<T> ax = w.leftCols(c) * sk.cast<T>();
         Eigen::VectorXd res = Eigen::VectorXd::Zero(Eigen::Index(kk));
-        for (Eigen::Index i = 0; i < Eigen::Index(kk); ++i)
+        bool small = true;
+        for (Eigen::Index i = 0; i < Eigen::Index(kk); ++i) {
             res[i] = double((ax.col(i) - T(theta[i]) * x.col(i)).norm());
+            small = small && res[i] <= tol * (opt.relative_to_value ? std::abs(theta[i]) : anorm);
+        }
         const bool full = cols == n;
-        const bool converged = kk == k && (full || res.maxCoeff() <= tol * anorm);
+        const bool converged = kk == k && (full || small);
         if (converged || passes >= max_passes) {
             // Ascending order of the eigenvalue.
             const bool flip = which == Which::largest;
@@ -251,22 +265,67 @@ void refine_with(const Op& op, EigenResult<T>& r) {
     r = std::move(sorted);
 }
 
-// The k largest or smallest eigenpairs of the dense symmetric PSD matrix a.  The smallest come
-// from the largest of (a + shift I)^-1 (Cholesky), then the Rayleigh quotient of a itself;
-// norm_estimate is then ||a|| estimated from the diagonal (an upper bound for PSD a: trace).
+// The k largest or smallest eigenpairs of the dense symmetric PSD matrix a.
+//
+// The smallest come from the largest of (a - sigma I)^-1 (Cholesky), in two phases.  Phase 1
+// (sigma = 0, or the small negative sigma that makes a numerically singular a factorizable)
+// runs to a relative residual of 1e-2: the bottom of a kernel spectrum is often a dense
+// cluster, where 1/lambda separates the wanted eigenvalues poorly.  Its Ritz value theta and
+// residual r give lambda_min ~ 1 / theta to relative accuracy r / theta; phase 2 factors
+// a - sigma I with sigma just below (a successful factorization proves sigma < lambda_min), which maps the
+// wanted eigenvalues to 1 / (lambda - sigma), far apart, and restarts from the phase-1 vectors.
+// If no such sigma factorizes, phase 1 continues to the full tolerance.  Eigenvalues are then
+// the Rayleigh quotients of a itself; norm_estimate is max(diag a) (>= ||a|| / N for PSD a).
 template <class T>
 EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::size_t k, Which which,
                                 const EigenOptions& opt = EigenOptions(),
                                 const OperatorOptions& op_opt = OperatorOptions()) {
     const DenseOperator<T> op(a, op_opt);
     if (which == Which::largest) return block_lanczos<T>(op, k, which, opt);
+    const double tol = opt.tol > 0 ? opt.tol : detail::default_tolerance<T>();
+    const double rough = 1e-2;
+    auto finish = [&](EigenResult<T>& r, double shift, std::size_t earlier) {
+        r.shift = shift;
+        r.passes += earlier + 1;
+        refine_with<T>(op, r);
+        r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff());
+        return r;
+    };
+    EigenOptions full = opt;
+    full.relative_to_value = true;
+    ColMatrix<T> start;
+    std::size_t earlier = 0;
+    {
+        const CholeskyInverse<T> inverse(a, 0.0, 8, op_opt);
+        EigenOptions first = full;
+        first.tol = std::max(tol, rough);
+        EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, first);
+        if (tol >= rough || !r.converged || inverse.shift() != 0.0) {
+            if (tol < rough) r = block_lanczos<T>(inverse, k, Which::largest, full, &r.vectors);
+            return finish(r, inverse.shift(), 0);
+        }
+        const Eigen::Index top = r.values.size() - 1;  // ascending in 1 / lambda
+        const double theta = r.values[top], rho = r.residuals.maxCoeff() / theta;
+        start = std::move(r.vectors);
+        earlier = r.passes;
+        // Shifts to try: 1 / theta >= lambda_min is within about rho of it when theta has
+        // converged to the largest 1 / lambda, so sigma = (1 - rho) / theta; if that fails to
+        // factorize (theta had found another eigenvalue), (1 - 10 rho) / theta.
+        double sigma = (1.0 - rho) / theta;
+        for (int attempt = 0; attempt < 2 && sigma > 0.0; ++attempt, sigma = (1.0 - 10.0 * rho) / theta) {
+            std::unique_ptr<CholeskyInverse<T>> shifted;
+            try {
+                shifted.reset(new CholeskyInverse<T>(a, -sigma, 1, op_opt));
+            } catch (const std::domain_error&) {
+                continue;  // sigma >= lambda_min: lower it
+            }
+            EigenResult<T> r2 = block_lanczos<T>(*shifted, k, Which::largest, full, &start);
+            return finish(r2, -sigma, earlier);
+        }
+    }
     const CholeskyInverse<T> inverse(a, 0.0, 8, op_opt);
-    EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, opt);
-    r.shift = inverse.shift();
-    r.passes += 1;
-    refine_with<T>(op, r);
-    r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff());
-    return r;
+    EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, full, &start);
+    return finish(r, inverse.shift(), earlier);
 }
 
 // The k largest or smallest eigenpairs of K (kind = nngp) or Theta (kind = ntk) of the network
