@@ -1,7 +1,7 @@
 // Symmetric linear operators for the eigen solvers (spectral.hpp): y = A x for a block of
 // vectors at once, so that one pass over A serves the whole block.
 //
-//   DenseOperator      A given as a dense symmetric matrix (row panels on threads)
+//   DenseOperator      A given as a dense symmetric matrix (its upper triangle, tiles on threads)
 //   KernelOperator     A = K or Theta of a network on points x, evaluated tile by tile and
 //                      never stored: memory O(N * block), any N
 //   CholeskyInverse    A^-1 through the Cholesky factor of A (+ shift): the lambda_min path
@@ -58,43 +58,61 @@ inline int thread_index() {
 
 }  // namespace detail
 
-// A dense symmetric N x N matrix (only referenced: it must outlive the operator).  Threads
-// multiply disjoint row panels; since A is symmetric, a row panel of the row-major A is
-// also a contiguous column panel.
+// A dense symmetric N x N matrix (only referenced: it must outlive the operator), of which
+// only the upper triangle is read: tile (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to
+// Y_J, so that a pass streams half the matrix (block products are memory-bound).  Threads
+// take tiles and accumulate into their own N x b buffers, summed at the end.
 template <class T>
 class DenseOperator {
 public:
     DenseOperator(const Eigen::Ref<const RowMatrix<T>>& a, const OperatorOptions& opt = OperatorOptions())
         : a_(a), opt_(opt) {
         if (a_.rows() != a_.cols()) throw std::invalid_argument("dense operator: matrix must be square");
-        panel_ = opt_.tile ? opt_.tile : 128;
+        edge_ = opt_.tile ? opt_.tile : 256;
+        const std::size_t n = size();
+        for (std::size_t i = 0; i < n; i += edge_)
+            for (std::size_t j = i; j < n; j += edge_) starts_.emplace_back(i, j);
     }
 
     std::size_t size() const { return std::size_t(a_.rows()); }
     std::size_t passes() const { return passes_; }
 
     void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
-        check_block(x, y);
-        const std::size_t n = size(), panels = (n + panel_ - 1) / panel_;
-        const bool small = 2 * n * n * std::size_t(x.cols()) < detail::serial_flops;
-        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : panels);
-        detail::parallel_tiles(panels, threads, opt_.should_stop, [&](std::size_t p) {
-            const Eigen::Index r0 = Eigen::Index(p * panel_);
-            const Eigen::Index rows = Eigen::Index(std::min(panel_, n - p * panel_));
-            y.middleRows(r0, rows).noalias() = a_.middleRows(r0, rows) * x;
+        const Eigen::Index b = x.cols();
+        if (x.rows() != a_.rows() || y.rows() != a_.rows() || y.cols() != b)
+            throw std::invalid_argument("dense operator: blocks must be N x b");
+        const std::size_t n = size();
+        const bool small = n * n * std::size_t(b) < detail::serial_flops;
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : starts_.size());
+        if (accumulators_.size() != std::size_t(threads - 1) || (threads > 1 && accumulators_[0].cols() != b))
+            accumulators_.assign(std::size_t(threads - 1), ColMatrix<T>(a_.rows(), b));
+        for (auto& acc : accumulators_) acc.setZero();
+        y.setZero();
+        detail::parallel_tiles(starts_.size(), threads, opt_.should_stop, [&](std::size_t t) {
+            const int id = detail::thread_index();
+            const Eigen::Index i0 = Eigen::Index(starts_[t].first), j0 = Eigen::Index(starts_[t].second);
+            const Eigen::Index rows = Eigen::Index(std::min(edge_, n - std::size_t(i0)));
+            const Eigen::Index cols = Eigen::Index(std::min(edge_, n - std::size_t(j0)));
+            const auto tile = a_.block(i0, j0, rows, cols);
+            auto add = [&](auto&& out) {
+                out.middleRows(i0, rows).noalias() += tile * x.middleRows(j0, cols);
+                if (i0 != j0) out.middleRows(j0, cols).noalias() += tile.transpose() * x.middleRows(i0, rows);
+            };
+            if (id == 0)
+                add(y);
+            else
+                add(accumulators_[std::size_t(id - 1)]);
         });
+        for (const auto& acc : accumulators_) y += acc;
         ++passes_;
     }
 
 private:
-    void check_block(const Eigen::Ref<const ColMatrix<T>>& x, const Eigen::Ref<ColMatrix<T>>& y) const {
-        if (x.rows() != a_.rows() || y.rows() != a_.rows() || x.cols() != y.cols())
-            throw std::invalid_argument("dense operator: blocks must be N x b");
-    }
-
     Eigen::Ref<const RowMatrix<T>> a_;
     OperatorOptions opt_;
-    std::size_t panel_ = 128;
+    std::size_t edge_ = 256;
+    std::vector<std::pair<std::size_t, std::size_t>> starts_;
+    mutable std::vector<ColMatrix<T>> accumulators_;
     mutable std::size_t passes_ = 0;
 };
 
