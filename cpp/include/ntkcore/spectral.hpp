@@ -274,7 +274,7 @@ void refine_with(const Op& op, EigenResult<T>& r) {
 // residual r give lambda_min ~ 1 / theta to relative accuracy r / theta; phase 2 factors
 // a - sigma I with sigma just below (a successful factorization proves sigma < lambda_min), which maps the
 // wanted eigenvalues to 1 / (lambda - sigma), far apart, and restarts from the phase-1 vectors.
-// If no such sigma factorizes, phase 1 continues to the full tolerance.  Eigenvalues are then
+// If no such sigma factorizes, or in single precision, phase 1 continues to the full tolerance.  Eigenvalues are then
 // the Rayleigh quotients of a itself; norm_estimate is max(diag a) (>= ||a|| / N for PSD a).
 template <class T>
 EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::size_t k, Which which,
@@ -300,7 +300,10 @@ EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::si
         EigenOptions first = full;
         first.tol = std::max(tol, rough);
         EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, first);
-        if (tol >= rough || !r.converged || inverse.shift() != 0.0) {
+        // Single precision stays with phase 1: a factor of a - sigma I, with its condition
+        // number ||a|| / (lambda_min - sigma), would be too inexact in float to certify sigma.
+        const bool single = sizeof(T) < sizeof(double);
+        if (tol >= rough || !r.converged || inverse.shift() != 0.0 || single) {
             if (tol < rough) r = block_lanczos<T>(inverse, k, Which::largest, full, &r.vectors);
             return finish(r, inverse.shift(), 0);
         }
