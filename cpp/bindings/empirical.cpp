@@ -26,20 +26,7 @@ ntkcore::MLP<T> to_mlp(const py::tuple& spec, const std::vector<Array<T>>& weigh
                        const std::vector<Array<T>>& biases) {
     if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
     ntkcore::MLP<T> mlp;
-    const auto family = spec[0].cast<std::string>();
-    if (family == "ab_relu")
-        mlp.activation.family = ntkcore::Family::ab_relu;
-    else if (family == "sign")
-        mlp.activation.family = ntkcore::Family::sign;
-    else if (family == "erf")
-        mlp.activation.family = ntkcore::Family::erf;
-    else
-        throw std::invalid_argument("unknown activation family '" + family + "'");
-    const auto params = spec[1].cast<std::vector<double>>();
-    if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
-    mlp.activation.a = params[0];
-    mlp.activation.b = params[1];
-    mlp.activation.c = params[2];
+    mlp.activation = to_activation(spec);
     mlp.w_std = spec[2].cast<std::vector<double>>();
     mlp.b_std = spec[3].cast<std::vector<double>>();
     if (weights.size() != biases.size())

@@ -12,34 +12,42 @@
 
 namespace py = pybind11;
 
-namespace {
-
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
+// The activation of a spec (family, (a, b, c), ...) as the Python layer passes it.
+ntkcore::Activation to_activation(const py::tuple& spec) {
+    if (spec.size() < 2) throw std::invalid_argument("spec must start with (family, (a, b, c))");
+    ntkcore::Activation act;
+    const auto family = spec[0].cast<std::string>();
+    if (family == "ab_relu")
+        act.family = ntkcore::Family::ab_relu;
+    else if (family == "sign")
+        act.family = ntkcore::Family::sign;
+    else if (family == "erf")
+        act.family = ntkcore::Family::erf;
+    else
+        throw std::invalid_argument("unknown activation family '" + family + "'");
+    const auto params = spec[1].cast<std::vector<double>>();
+    if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
+    act.a = params[0];
+    act.b = params[1];
+    act.c = params[2];
+    return act;
+}
 
 // The network as the Python layer passes it: (family, (a, b, c), w_var, b_var).
 ntkcore::Network to_network(const py::tuple& spec) {
     if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
     ntkcore::Network net;
-    const auto family = spec[0].cast<std::string>();
-    if (family == "ab_relu")
-        net.activation.family = ntkcore::Family::ab_relu;
-    else if (family == "sign")
-        net.activation.family = ntkcore::Family::sign;
-    else if (family == "erf")
-        net.activation.family = ntkcore::Family::erf;
-    else
-        throw std::invalid_argument("unknown activation family '" + family + "'");
-    const auto params = spec[1].cast<std::vector<double>>();
-    if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
-    net.activation.a = params[0];
-    net.activation.b = params[1];
-    net.activation.c = params[2];
+    net.activation = to_activation(spec);
     net.w_var = spec[2].cast<std::vector<double>>();
     net.b_var = spec[3].cast<std::vector<double>>();
     net.validate();
     return net;
 }
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
 
 template <class T>
 Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {

@@ -39,4 +39,5 @@ PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
 #endif
     bind_kernels(m);
     bind_empirical(m);
+    bind_spectral(m);
 }

@@ -10,7 +10,25 @@
 from . import activations
 from .network import FullyConnected, Kernels
 from . import finite
+from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
+from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 
 __version__ = "0.1.0"
 
-__all__ = ["FullyConnected", "Kernels", "activations", "finite", "__version__"]
+__all__ = [
+    "FullyConnected",
+    "GradientFlow",
+    "Kernels",
+    "activations",
+    "finite",
+    "condition_number",
+    "eigsh",
+    "ensemble_predict",
+    "lambda_max",
+    "lambda_min",
+    "loss_bound",
+    "loss_curve",
+    "max_learning_rate",
+    "spectrum",
+    "__version__",
+]

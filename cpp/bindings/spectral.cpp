@@ -1,0 +1,142 @@
+// Bindings of the extreme eigen solvers: array conversion, GIL release, interruption.
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+#include "ntkcore/spectral.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+
+ntkcore::Which to_which(const std::string& which) {
+    if (which == "largest") return ntkcore::Which::largest;
+    if (which == "smallest") return ntkcore::Which::smallest;
+    throw std::invalid_argument("which must be 'largest' or 'smallest'");
+}
+
+ntkcore::KernelKind to_kind(const std::string& kernel) {
+    if (kernel == "ntk") return ntkcore::KernelKind::ntk;
+    if (kernel == "nngp") return ntkcore::KernelKind::nngp;
+    throw std::invalid_argument("kernel must be 'ntk' or 'nngp'");
+}
+
+template <class T>
+Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+    return {a.data(), a.shape(0), a.shape(1)};
+}
+
+bool python_interrupt_pending() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+}
+
+struct Settings {
+    std::size_t k;
+    std::string which;
+    double tol;
+    std::size_t block_size, max_basis, max_passes;
+    std::uint64_t seed;
+    int n_threads;
+    std::size_t tile;
+
+    ntkcore::EigenOptions eigen() const {
+        ntkcore::EigenOptions opt;
+        opt.block_size = block_size;
+        opt.max_basis = max_basis;
+        opt.max_passes = max_passes;
+        opt.tol = tol;
+        opt.seed = seed;
+        opt.should_stop = python_interrupt_pending;
+        return opt;
+    }
+    ntkcore::OperatorOptions op() const {
+        ntkcore::OperatorOptions opt;
+        opt.n_threads = n_threads;
+        opt.tile = tile;
+        opt.should_stop = python_interrupt_pending;
+        return opt;
+    }
+};
+
+// (values, vectors (N x k, float dtype of the input), residuals, norm_estimate, passes,
+// converged, shift)
+template <class T>
+py::tuple to_python(ntkcore::EigenResult<T>&& r) {
+    return py::make_tuple(py::cast(r.values), py::cast(std::move(r.vectors)), py::cast(r.residuals),
+                          r.norm_estimate, r.passes, r.converged, r.shift);
+}
+
+// Runs `solve` without the GIL; Ctrl-C comes back as KeyboardInterrupt.
+template <class T, class Solve>
+py::tuple run(Solve&& solve) {
+    ntkcore::EigenResult<T> r;
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            r = solve();
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
+    return to_python<T>(std::move(r));
+}
+
+template <class T>
+py::tuple eigsh_dense(const Array<T>& a, const Settings& s) {
+    const auto view = matrix_view(a, "K");
+    const ntkcore::Which which = to_which(s.which);
+    return run<T>([&] { return ntkcore::dense_eigenpairs<T>(view, s.k, which, s.eigen(), s.op()); });
+}
+
+template <class T>
+py::tuple eigsh_kernel(const py::tuple& spec, const Array<T>& x, const std::string& kernel, const Settings& s) {
+    const ntkcore::Network net = to_network(spec);
+    const auto view = matrix_view(x, "x");
+    const ntkcore::Which which = to_which(s.which);
+    const ntkcore::KernelKind kind = to_kind(kernel);
+    return run<T>([&] { return ntkcore::kernel_eigenpairs<T>(net, view, kind, s.k, which, s.eigen(), s.op()); });
+}
+
+template <class T>
+void define(py::module_& m) {
+    m.def(
+        "eigsh_dense",
+        [](const Array<T>& a, std::size_t k, const std::string& which, double tol, std::size_t block_size,
+           std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads) {
+            return eigsh_dense<T>(a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0});
+        },
+        py::arg("K").noconvert(), py::arg("k"), py::arg("which"), py::arg("tol") = 0.0,
+        py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0, py::arg("seed") = 0,
+        py::arg("n_threads") = 0);
+    m.def(
+        "eigsh_kernel",
+        [](const py::tuple& spec, const Array<T>& x, const std::string& kernel, std::size_t k,
+           const std::string& which, double tol, std::size_t block_size, std::size_t max_basis,
+           std::size_t max_passes, std::uint64_t seed, int n_threads, std::size_t tile) {
+            return eigsh_kernel<T>(spec, x, kernel,
+                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile});
+        },
+        py::arg("network"), py::arg("x").noconvert(), py::arg("kernel"), py::arg("k"), py::arg("which"),
+        py::arg("tol") = 0.0, py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0,
+        py::arg("seed") = 0, py::arg("n_threads") = 0, py::arg("tile") = 0);
+}
+
+}  // namespace
+
+void bind_spectral(py::module_& m) {
+    define<double>(m);
+    define<float>(m);
+}

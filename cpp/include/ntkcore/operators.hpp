@@ -1,0 +1,284 @@
+// Symmetric linear operators for the eigen solvers (spectral.hpp): y = A x for a block of
+// vectors at once, so that one pass over A serves the whole block.
+//
+//   DenseOperator      A given as a dense symmetric matrix (its upper triangle, tiles on threads)
+//   KernelOperator     A = K or Theta of a network on points x, evaluated tile by tile and
+//                      never stored: memory O(N * block), any N
+//   CholeskyInverse    A^-1 through the Cholesky factor of A (+ shift): the lambda_min path
+//
+// Every operator has size(), apply(X, Y) (Y = A X, both N x b, column-major) and counts
+// its passes.  Threads come from detail::parallel_tiles (gram.hpp), which also polls the
+// interruption callback.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gram.hpp"
+#include "kernel_tiles.hpp"
+
+namespace ntkcore {
+
+template <class T>
+using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+
+struct OperatorOptions {
+    int n_threads = 0;             // 0: as many as OpenMP offers
+    std::size_t tile = 0;          // rows per panel or tile edge; 0: a default per operator
+    std::function<bool()> should_stop;  // polled between tiles; true ends with Interrupted
+};
+
+namespace detail {
+
+// Block products below this many flops (a few milliseconds) run on the calling thread: waking
+// a team for less costs more than it saves, above all on a loaded machine.
+constexpr std::size_t serial_flops = 50000000;
+
+inline int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+}  // namespace detail
+
+// A dense symmetric N x N matrix (only referenced: it must outlive the operator), of which
+// only the upper triangle is read: tile (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to
+// Y_J, so that a pass streams half the matrix (block products are memory-bound).  Threads
+// take tiles and accumulate into their own N x b buffers, summed at the end.
+template <class T>
+class DenseOperator {
+public:
+    DenseOperator(const Eigen::Ref<const RowMatrix<T>>& a, const OperatorOptions& opt = OperatorOptions())
+        : a_(a), opt_(opt) {
+        if (a_.rows() != a_.cols()) throw std::invalid_argument("dense operator: matrix must be square");
+        edge_ = opt_.tile ? opt_.tile : 256;
+        const std::size_t n = size();
+        for (std::size_t i = 0; i < n; i += edge_)
+            for (std::size_t j = i; j < n; j += edge_) starts_.emplace_back(i, j);
+    }
+
+    std::size_t size() const { return std::size_t(a_.rows()); }
+    std::size_t passes() const { return passes_; }
+
+    void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
+        const Eigen::Index b = x.cols();
+        if (x.rows() != a_.rows() || y.rows() != a_.rows() || y.cols() != b)
+            throw std::invalid_argument("dense operator: blocks must be N x b");
+        const std::size_t n = size();
+        const bool small = n * n * std::size_t(b) < detail::serial_flops;
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : starts_.size());
+        if (accumulators_.size() != std::size_t(threads - 1) || (threads > 1 && accumulators_[0].cols() != b))
+            accumulators_.assign(std::size_t(threads - 1), ColMatrix<T>(a_.rows(), b));
+        for (auto& acc : accumulators_) acc.setZero();
+        y.setZero();
+        detail::parallel_tiles(starts_.size(), threads, opt_.should_stop, [&](std::size_t t) {
+            const int id = detail::thread_index();
+            const Eigen::Index i0 = Eigen::Index(starts_[t].first), j0 = Eigen::Index(starts_[t].second);
+            const Eigen::Index rows = Eigen::Index(std::min(edge_, n - std::size_t(i0)));
+            const Eigen::Index cols = Eigen::Index(std::min(edge_, n - std::size_t(j0)));
+            const auto tile = a_.block(i0, j0, rows, cols);
+            auto add = [&](auto&& out) {
+                out.middleRows(i0, rows).noalias() += tile * x.middleRows(j0, cols);
+                if (i0 != j0) out.middleRows(j0, cols).noalias() += tile.transpose() * x.middleRows(i0, rows);
+            };
+            if (id == 0)
+                add(y);
+            else
+                add(accumulators_[std::size_t(id - 1)]);
+        });
+        for (const auto& acc : accumulators_) y += acc;
+        ++passes_;
+    }
+
+private:
+    Eigen::Ref<const RowMatrix<T>> a_;
+    OperatorOptions opt_;
+    std::size_t edge_ = 256;
+    std::vector<std::pair<std::size_t, std::size_t>> starts_;
+    mutable std::vector<ColMatrix<T>> accumulators_;
+    mutable std::size_t passes_ = 0;
+};
+
+enum class KernelKind { nngp, ntk };
+
+// K or Theta of the points behind `tiles` (a symmetric KernelTiles: x2 = nullptr), applied
+// without storing it.  The upper triangle of tiles is computed on every pass; tile (I, J)
+// adds B X_J to Y_I and B^T X_I to Y_J, into per-thread accumulators (threads x N x b)
+// that are summed at the end.  Work per pass: N^2 / 2 kernel entries plus 2 N^2 b flops.
+template <class T>
+class KernelOperator {
+public:
+    KernelOperator(const KernelTiles<T>& tiles, KernelKind kind, const OperatorOptions& opt = OperatorOptions())
+        : tiles_(tiles), kind_(kind), opt_(opt) {
+        if (!tiles_.symmetric())
+            throw std::invalid_argument("kernel operator: needs the symmetric tiles of one point set");
+        edge_ = opt_.tile ? opt_.tile : 128;
+        const std::size_t n = tiles_.rows();
+        for (std::size_t i = 0; i < n; i += edge_)
+            for (std::size_t j = i; j < n; j += edge_) starts_.emplace_back(i, j);
+        const bool small = n * n * (tiles_.network().depth() + 1) < 200000;
+        threads_ = detail::resolve_threads(opt_.n_threads, small ? 1 : starts_.size());
+        workspaces_.assign(std::size_t(threads_), TileWorkspace<T>(edge_ * edge_));
+    }
+
+    std::size_t size() const { return tiles_.rows(); }
+    std::size_t passes() const { return passes_; }
+
+    void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
+        const Eigen::Index n = Eigen::Index(size()), b = x.cols();
+        if (x.rows() != n || y.rows() != n || y.cols() != b)
+            throw std::invalid_argument("kernel operator: blocks must be N x b");
+        // Thread 0 accumulates straight into y; the others into their own buffers.
+        if (accumulators_.size() != std::size_t(threads_ - 1) ||
+            (threads_ > 1 && accumulators_[0].cols() != b))
+            accumulators_.assign(std::size_t(threads_ - 1), ColMatrix<T>(n, b));
+        for (auto& acc : accumulators_) acc.setZero();
+        y.setZero();
+        detail::parallel_tiles(starts_.size(), threads_, opt_.should_stop, [&](std::size_t t) {
+            const int id = detail::thread_index();
+            TileWorkspace<T>& ws = workspaces_[std::size_t(id)];
+            const std::size_t i0 = starts_[t].first, j0 = starts_[t].second;
+            const std::size_t rows = std::min(edge_, size() - i0), cols = std::min(edge_, size() - j0);
+            tiles_.compute(i0, j0, rows, cols, ws);
+            const Eigen::Map<const RowMatrix<T>> block(kind_ == KernelKind::ntk ? ws.theta.data() : ws.c.data(),
+                                                       Eigen::Index(rows), Eigen::Index(cols));
+            auto add = [&](auto&& out) {
+                out.middleRows(Eigen::Index(i0), Eigen::Index(rows)).noalias() +=
+                    block * x.middleRows(Eigen::Index(j0), Eigen::Index(cols));
+                if (i0 != j0)
+                    out.middleRows(Eigen::Index(j0), Eigen::Index(cols)).noalias() +=
+                        block.transpose() * x.middleRows(Eigen::Index(i0), Eigen::Index(rows));
+            };
+            if (id == 0)
+                add(y);
+            else
+                add(accumulators_[std::size_t(id - 1)]);
+        });
+        for (const auto& acc : accumulators_) y += acc;
+        ++passes_;
+    }
+
+private:
+    const KernelTiles<T>& tiles_;
+    KernelKind kind_;
+    OperatorOptions opt_;
+    std::size_t edge_ = 128;
+    int threads_ = 1;
+    std::vector<std::pair<std::size_t, std::size_t>> starts_;
+    mutable std::vector<TileWorkspace<T>> workspaces_;
+    mutable std::vector<ColMatrix<T>> accumulators_;
+    mutable std::size_t passes_ = 0;
+};
+
+namespace detail {
+
+// In-place Cholesky factorization a = L L^T of a symmetric matrix (lower triangle read and
+// overwritten; the strict upper triangle is left as scratch), blocked and right-looking: each
+// step factors a diagonal block, solves the panel below it (row chunks on threads) and
+// updates the trailing lower triangle by GEMMs (column blocks on threads).  False when a
+// pivot is not positive (a is not numerically positive definite).
+template <class T>
+bool cholesky_in_place(ColMatrix<T>& a, int n_threads, const std::function<bool()>& should_stop) {
+    const Eigen::Index n = a.rows();
+    const Eigen::Index nb = 256;
+    for (Eigen::Index j = 0; j < n; j += nb) {
+        const Eigen::Index jb = std::min(nb, n - j), rest = n - j - jb;
+        Eigen::LLT<ColMatrix<T>, Eigen::Lower> diag(a.block(j, j, jb, jb));
+        if (diag.info() != Eigen::Success) return false;
+        a.block(j, j, jb, jb).template triangularView<Eigen::Lower>() = diag.matrixL();
+        if (rest == 0) break;
+        const auto ljj = a.block(j, j, jb, jb).template triangularView<Eigen::Lower>();
+        const std::size_t chunks = std::size_t((rest + nb - 1) / nb);
+        const bool small = std::size_t(rest) * std::size_t(rest) * std::size_t(jb) < serial_flops;
+        const int threads = resolve_threads(n_threads, small ? 1 : chunks);
+        parallel_tiles(chunks, threads, should_stop, [&](std::size_t c) {
+            const Eigen::Index r0 = j + jb + Eigen::Index(c) * nb, rows = std::min(nb, n - r0);
+            auto panel = a.block(r0, j, rows, jb);
+            ljj.transpose().template solveInPlace<Eigen::OnTheRight>(panel);
+        });
+        parallel_tiles(chunks, threads, should_stop, [&](std::size_t c) {
+            const Eigen::Index c0 = j + jb + Eigen::Index(c) * nb, cols = std::min(nb, n - c0);
+            a.block(c0, c0, n - c0, cols).noalias() -=
+                a.block(c0, j, n - c0, jb) * a.block(c0, j, cols, jb).transpose();
+        });
+    }
+    return true;
+}
+
+}  // namespace detail
+
+// (A + shift I)^-1 for a symmetric positive (semi)definite A, by the Cholesky factor of
+// A + shift I.  The shift starts at `shift` and grows tenfold (from N eps max(diag A) when
+// it is 0) while the factorization fails, at most `max_tries` times; shift() reports the
+// one used.  Holds the factor, N^2 entries, its only copy of A.
+template <class T>
+class CholeskyInverse {
+public:
+    CholeskyInverse(const Eigen::Ref<const RowMatrix<T>>& a, double shift = 0.0, int max_tries = 8,
+                    const OperatorOptions& opt = OperatorOptions())
+        : opt_(opt), shift_(shift) {
+        if (a.rows() != a.cols()) throw std::invalid_argument("cholesky inverse: matrix must be square");
+        const Eigen::Index n = a.rows();
+        const double scale = n ? double(a.diagonal().cwiseAbs().maxCoeff()) : 0.0;
+        for (int attempt = 0;; ++attempt) {
+            // The factor is the only copy (A is symmetric, so its row-major storage serves).
+            factor_ = a;
+            factor_.diagonal().array() += T(shift_);
+            if (detail::cholesky_in_place(factor_, opt_.n_threads, opt_.should_stop)) break;
+            if (attempt + 1 >= max_tries)
+                throw std::domain_error("cholesky inverse: the matrix is not positive definite even after "
+                                        "shifting by " + std::to_string(shift_));
+            const double first = double(n) * double(std::numeric_limits<T>::epsilon()) * std::max(scale, 1e-300);
+            shift_ = shift_ > 0 ? 10.0 * shift_ : first;
+        }
+    }
+
+    std::size_t size() const { return std::size_t(factor_.rows()); }
+    std::size_t passes() const { return passes_; }
+    double shift() const { return shift_; }
+
+    // Y = (A + shift I)^-1 X, threads solving disjoint column panels.
+    void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
+        if (x.rows() != Eigen::Index(size()) || y.rows() != x.rows() || y.cols() != x.cols())
+            throw std::invalid_argument("cholesky inverse: blocks must be N x b");
+        const std::size_t b = std::size_t(x.cols());
+        const bool small = 2 * size() * size() * b < detail::serial_flops;
+        // At least 4 columns a thread: each thread reads the whole factor.
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : b / 4);
+        const std::size_t per = (b + std::size_t(threads) - 1) / std::size_t(threads);
+        const std::size_t panels = (b + per - 1) / per;
+        detail::parallel_tiles(panels, threads, opt_.should_stop, [&](std::size_t p) {
+            const Eigen::Index c0 = Eigen::Index(p * per), cols = Eigen::Index(std::min(per, b - p * per));
+            auto out = y.middleCols(c0, cols);
+            out = x.middleCols(c0, cols);
+            factor_.template triangularView<Eigen::Lower>().solveInPlace(out);
+            factor_.template triangularView<Eigen::Lower>().transpose().solveInPlace(out);
+        });
+        ++passes_;
+    }
+
+private:
+    OperatorOptions opt_;
+    double shift_;
+    ColMatrix<T> factor_;  // L in the lower triangle
+    mutable std::size_t passes_ = 0;
+};
+
+}  // namespace ntkcore

@@ -1,0 +1,441 @@
+"""Training dynamics of infinitely wide networks under gradient flow (SPEC sec. 5).
+
+Gradient flow on the squared loss ``L = ||f(X) - Y||^2 / 2`` with a fixed kernel Theta:
+``df/dt = -eta Theta (f - Y)``, or ``-eta Theta (f - Y) / Y.size`` with
+``normalize_by_size=True`` (neural-tangents' convention).  With ``Theta = V diag(lambda) V^T``:
+
+    train residual   r_t = V exp(-eta Lambda t) V^T r_0,       r_0 = f_0(X) - Y
+    test prediction  f_t(X*) = f_0(X*) - Theta(X*, X) Theta^-1 (I - exp(-eta Theta t)) r_0
+    squared residual ||r_t||^2 = sum_i exp(-2 eta lambda_i t) (v_i . r_0)^2
+                               <= exp(-2 eta lambda_min t) ||r_0||^2
+
+``t = inf`` is kernel regression, solved by a Cholesky factorization.  Eigenvalues below zero
+(rounding in a PSD kernel) are treated as zero, as neural-tangents does.
+
+>>> import numpy as np, ntkcore
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.standard_normal((20, 3)), rng.standard_normal((20, 2))
+>>> theta = ntkcore.FullyConnected(2, "relu", W_std=1.5).ntk(x)
+>>> flow = ntkcore.GradientFlow(theta, y)
+>>> bool(np.allclose(flow.predict(np.inf).train, y))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ._validation import as_points, resolve_dtype
+from .network import FullyConnected
+from .spectral import as_symmetric_matrix, lambda_max, lambda_min
+
+__all__ = [
+    "GradientFlow",
+    "Prediction",
+    "Gaussian",
+    "ensemble_predict",
+    "loss_curve",
+    "loss_bound",
+    "max_learning_rate",
+]
+
+
+class Prediction(NamedTuple):
+    """Outputs after training: ``train`` of shape (T..., N[, k]); ``test`` (T..., M[, k]) or None."""
+
+    train: np.ndarray
+    test: Optional[np.ndarray]
+
+
+class Gaussian(NamedTuple):
+    """Mean (T..., M[, k]) and covariance (T..., M, M) of the ensemble's output, shared by the k outputs."""
+
+    mean: np.ndarray
+    covariance: Optional[np.ndarray]
+
+
+# --- argument checks ---------------------------------------------------------------------
+
+
+def _real(value, name: str, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be finite and {bound} {minimum:g}, got {value!r}")
+    return value
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _float_array(value, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from exc
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _targets(y, name: str, n: int) -> np.ndarray:
+    """``y`` of shape (n,) or (n, k), as float64."""
+    arr = _float_array(y, name)
+    if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.size == 0:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, k) with k >= 1, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _times(t) -> np.ndarray:
+    arr = _float_array(t, "t")
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise ValueError("t must be >= 0 (inf allowed: the end of training), without NaN")
+    return arr
+
+
+def _regularized(k: np.ndarray, diag_reg: float, absolute: bool) -> np.ndarray:
+    if diag_reg == 0.0:
+        return k
+    scale = diag_reg if absolute else diag_reg * float(np.trace(k)) / k.shape[0]
+    return k + scale * np.eye(k.shape[0])
+
+
+def _cholesky_solve(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
+    """a^-1 b for symmetric positive definite a, with a clear error when it is singular."""
+    try:
+        import scipy.linalg as sl
+    except ImportError:  # numpy only: Cholesky to detect singularity, then a general solve
+        sl = None
+    try:
+        if sl is not None:
+            return sl.cho_solve(sl.cho_factor(a, lower=True, check_finite=False), b, check_finite=False)
+        np.linalg.cholesky(a)
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(
+            f"{name} is singular to working precision (e.g. duplicate training points), so t = inf "
+            "(kernel regression) is undefined; pass diag_reg > 0 (a ridge) or use a finite t"
+        ) from exc
+
+
+class _Spectrum:
+    """Eigendecomposition of a PSD kernel with eigenvalues clipped at 0, and the maps of t."""
+
+    def __init__(self, k: np.ndarray, eta: float):
+        values, self.vectors = np.linalg.eigh(k)
+        self.values = np.maximum(values, 0.0)
+        self.eta = eta
+
+    def decay(self, t: float) -> np.ndarray:
+        """exp(-eta lambda t) per eigenvalue."""
+        if math.isinf(t):
+            return np.where(self.values > 0, 0.0, 1.0)
+        return np.exp(-self.eta * self.values * t)
+
+    def integral(self, t: float) -> np.ndarray:
+        """(1 - exp(-eta lambda t)) / lambda per eigenvalue; eta t at lambda = 0."""
+        lam = self.values
+        safe = np.where(lam > 0, lam, 1.0)
+        return np.where(lam > 0, -np.expm1(-self.eta * lam * t) / safe, self.eta * t)
+
+
+# --- gradient flow with a fixed kernel ------------------------------------------------------
+
+
+class GradientFlow:
+    """Gradient flow on the squared loss with the kernel ``k_train_train`` (SPEC sec. 5).
+
+    Parameters
+    ----------
+    k_train_train : array_like of shape (N, N)
+        Symmetric PSD kernel on the training points (NTK for gradient descent on all layers,
+        NNGP for the last layer only).  Computations are in float64.
+    y_train : array_like of shape (N,) or (N, k)
+        Targets; k outputs share the kernel (SPEC sec. 2, vector outputs).
+    learning_rate : float > 0
+        eta.  Time t is in units of 1 / eta.
+    diag_reg : float >= 0
+        Ridge added to the diagonal before solving: ``diag_reg * mean(diag K)``, or
+        ``diag_reg`` itself when ``diag_reg_absolute_scale``.
+    normalize_by_size : bool
+        Divide the flow by ``y_train.size`` (neural-tangents' convention: its loss is the mean).
+    """
+
+    def __init__(self, k_train_train, y_train, learning_rate: float = 1.0, diag_reg: float = 0.0,
+                 diag_reg_absolute_scale: bool = False, normalize_by_size: bool = False):
+        k = as_symmetric_matrix(k_train_train, "k_train_train").astype(np.float64, copy=False)
+        self._y = _targets(y_train, "y_train", k.shape[0])
+        self.learning_rate = _real(learning_rate, "learning_rate", strict=True)
+        self.diag_reg = _real(diag_reg, "diag_reg")
+        self.diag_reg_absolute_scale = _flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
+        self.normalize_by_size = _flag(normalize_by_size, "normalize_by_size")
+        self._k = _regularized(k, self.diag_reg, self.diag_reg_absolute_scale)
+        self._eta = self.learning_rate / (self._y.size if self.normalize_by_size else 1)
+        self._spectrum: Optional[_Spectrum] = None
+
+    @property
+    def n_train(self) -> int:
+        return self._k.shape[0]
+
+    def _eig(self) -> _Spectrum:
+        if self._spectrum is None:
+            self._spectrum = _Spectrum(self._k, self._eta)
+        return self._spectrum
+
+    def predict(self, t, k_test_train=None, f0_train=None, f0_test=None) -> Prediction:
+        """Network outputs after training for time ``t``.
+
+        Parameters
+        ----------
+        t : float >= 0 or array_like of shape T
+            Training time(s); ``numpy.inf`` gives the kernel-regression limit (Cholesky).
+        k_test_train : array_like of shape (M, N), optional
+            Kernel between test and training points, for test predictions.
+        f0_train : array_like of shape (N,) or (N, k), optional
+            Outputs at initialization on the training points (default 0).
+        f0_test : array_like of shape (M,) or (M, k), optional
+            Outputs at initialization on the test points (default 0); needs k_test_train.
+
+        Returns
+        -------
+        Prediction
+            ``train`` of shape T + y_train.shape, and ``test`` of shape T + (M,) + y_train.shape[1:]
+            (None without k_test_train).
+        """
+        times = _times(t)
+        n, y = self.n_train, self._y
+        f0 = np.zeros_like(y) if f0_train is None else _targets(f0_train, "f0_train", n)
+        if f0.shape != y.shape:
+            raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
+        kt = None
+        if k_test_train is not None:
+            kt = _float_array(k_test_train, "k_test_train")
+            if kt.ndim != 2 or kt.shape[1] != n or kt.shape[0] == 0:
+                raise ValueError(f"k_test_train must have shape (M, {n}), got {kt.shape}")
+            if not np.isfinite(kt).all():
+                raise ValueError("k_test_train must be finite")
+        elif f0_test is not None:
+            raise ValueError("f0_test needs k_test_train (the test predictions need the test-train kernel)")
+        ft0 = None
+        if kt is not None:
+            m = kt.shape[0]
+            if f0_test is None:
+                ft0 = np.zeros((m,) + y.shape[1:])
+            else:
+                ft0 = _targets(f0_test, "f0_test", m)
+                if ft0.shape[1:] != y.shape[1:]:
+                    raise ValueError(f"f0_test must have shape {(m,) + y.shape[1:]}, got {ft0.shape}")
+
+        r0 = f0 - y
+        finite = times[np.isfinite(times)]
+        if finite.size:
+            spec = self._eig()
+            coeff = spec.vectors.T @ r0  # (N[, k])
+            kv = None if kt is None else kt @ spec.vectors
+        train = np.empty(times.shape + y.shape)
+        test = None if kt is None else np.empty(times.shape + ft0.shape)
+        solved = None
+        for index in np.ndindex(times.shape):
+            ti = float(times[index])
+            if math.isinf(ti):
+                train[index] = y
+                if kt is not None:
+                    if solved is None:
+                        solved = _cholesky_solve(self._k, r0, "k_train_train")
+                    test[index] = ft0 - kt @ solved
+                continue
+            decay = spec.decay(ti).reshape((-1,) + (1,) * (r0.ndim - 1))
+            train[index] = y + spec.vectors @ (decay * coeff)
+            if kt is not None:
+                integral = spec.integral(ti).reshape(decay.shape)
+                test[index] = ft0 - kv @ (integral * coeff)
+        return Prediction(train, test)
+
+
+# --- the infinite ensemble (Lee et al. 2019) -----------------------------------------------
+
+
+def ensemble_predict(net, x_train, y_train, x_test, t, *, kernel: str = "ntk", learning_rate: float = 1.0,
+                     diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
+                     normalize_by_size: bool = False, compute_cov: bool = True,
+                     n_threads: Optional[int] = None) -> Gaussian:
+    """Output distribution of an infinite ensemble of infinitely wide networks after training.
+
+    Networks initialized at random and trained by gradient flow on (x_train, y_train) with
+    the NTK (``kernel="ntk"``: all layers trained) or the NNGP kernel (``"nngp"``: last layer
+    only, i.e. Bayesian inference at t = inf) have Gaussian outputs (Lee et al. 2019).  With
+    ``A(t) = G^-1 (I - exp(-eta G t))`` for the train kernel G (regularized):
+
+        mean  = G(X*, X) A(t) Y
+        cov   = K** - G(X*, X) A K*^T - K* A G(X*, X)^T + G(X*, X) A K A G(X*, X)^T   (ntk)
+        cov   = K** - K* K^-1 (I - exp(-2 eta K t)) K*^T                               (nngp)
+
+    with K the NNGP kernel.  The same values as neural-tangents'
+    ``gradient_descent_mse_ensemble`` (``t = inf``: ``gp_inference``) with
+    ``normalize_by_size=True``.
+
+    Parameters
+    ----------
+    net : FullyConnected
+    x_train : array_like (N, d);  y_train : array_like (N,) or (N, k)
+    x_test : array_like (M, d), or None for the training points themselves
+    t : float >= 0 or array_like of shape T (inf allowed)
+    kernel : "ntk" or "nngp"
+    learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size : as GradientFlow
+    compute_cov : bool
+        Also return the (M, M) covariance (shared by the k outputs).
+
+    Returns
+    -------
+    Gaussian
+        ``mean`` of shape T + (M,) + y_train.shape[1:], ``covariance`` of shape T + (M, M)
+        (None unless compute_cov).
+    """
+    if not isinstance(net, FullyConnected):
+        raise TypeError(f"net must be an ntkcore.FullyConnected, got {type(net).__name__}")
+    if not isinstance(kernel, str) or kernel not in ("ntk", "nngp"):
+        raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
+    xtr = as_points(x_train, "x_train", np.dtype(np.float64))
+    y = _targets(y_train, "y_train", xtr.shape[0])
+    xte = None if x_test is None else as_points(x_test, "x_test", np.dtype(np.float64), features=xtr.shape[1])
+    times = _times(t)
+    lr = _real(learning_rate, "learning_rate", strict=True)
+    reg = _real(diag_reg, "diag_reg")
+    absolute = _flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
+    eta = lr / (y.size if _flag(normalize_by_size, "normalize_by_size") else 1)
+    cov_wanted = _flag(compute_cov, "compute_cov")
+
+    k_dd = net.kernels(xtr, n_threads=n_threads)
+    g_dd = _regularized(getattr(k_dd, kernel), reg, absolute)
+    nngp_dd = k_dd.nngp
+    if xte is not None:
+        k_td = net.kernels(xte, xtr, n_threads=n_threads)
+        g_td = getattr(k_td, kernel)
+        nngp_tt = net.nngp(xte, n_threads=n_threads) if cov_wanted else None
+
+    m = xtr.shape[0] if xte is None else xte.shape[0]
+    mean = np.empty(times.shape + (m,) + y.shape[1:])
+    cov = np.empty(times.shape + (m, m)) if cov_wanted else None
+    spec = _Spectrum(g_dd, eta) if np.isfinite(times).any() else None
+    inverse = None
+    for index in np.ndindex(times.shape):
+        ti = float(times[index])
+        if math.isinf(ti):
+            if xte is None:
+                mean[index] = y
+                if cov_wanted:
+                    cov[index] = 0.0
+                continue
+            if inverse is None:
+                # G^-1 [Y, G*^T, K*^T] in one Cholesky solve.
+                rhs = np.hstack([y.reshape(len(y), -1), g_td.T, k_td.nngp.T])
+                inverse = _cholesky_solve(g_dd, rhs, "the train kernel")
+            k_out = y.reshape(len(y), -1).shape[1]
+            a_y, a_gt, a_kt = inverse[:, :k_out], inverse[:, k_out : k_out + m], inverse[:, k_out + m :]
+            mean[index] = (g_td @ a_y).reshape((m,) + y.shape[1:])
+            if cov_wanted:
+                if kernel == "nngp":
+                    cov[index] = nngp_tt - g_td @ a_kt
+                else:
+                    cross = g_td @ a_kt
+                    cov[index] = nngp_tt - cross - cross.T + a_gt.T @ nngp_dd @ a_gt
+            continue
+        vecs = spec.vectors
+        decay = spec.decay(ti)
+        integral = spec.integral(ti)  # (1 - e^{-eta lambda t}) / lambda
+        if xte is None:
+            mean[index] = vecs @ ((1.0 - decay).reshape((-1,) + (1,) * (y.ndim - 1)) * (vecs.T @ y))
+            if cov_wanted:
+                if kernel == "nngp":
+                    cov[index] = (vecs * (spec.values * decay**2)) @ vecs.T
+                else:
+                    e = (vecs * decay) @ vecs.T
+                    cov[index] = e @ nngp_dd @ e
+            continue
+        gv = g_td @ vecs  # (M, N)
+        mean[index] = gv @ (integral.reshape((-1,) + (1,) * (y.ndim - 1)) * (vecs.T @ y))
+        if cov_wanted:
+            if kernel == "nngp":
+                twice = spec.integral(2.0 * ti)
+                cov[index] = nngp_tt - (gv * twice) @ gv.T
+            else:
+                term = vecs @ (integral[:, None] * gv.T)  # A G*^T, (N, M)
+                cross = k_td.nngp @ term  # K* A G*^T, (M, M)
+                cov[index] = nngp_tt - cross - cross.T + term.T @ nngp_dd @ term
+    return Gaussian(mean, cov)
+
+
+# --- loss curve and bound ------------------------------------------------------------------
+
+
+def _residual(r0, n: int) -> np.ndarray:
+    return _targets(r0, "r0", n).reshape(n, -1)
+
+
+def loss_curve(K, r0, t, learning_rate: float = 1.0) -> np.ndarray:
+    """Exact squared train residual ``||r_t||^2 = sum_i exp(-2 eta lambda_i t) (v_i . r0)^2``.
+
+    Parameters
+    ----------
+    K : array_like (N, N), symmetric PSD (the training kernel)
+    r0 : array_like (N,) or (N, k): initial residual f_0(X) - Y
+    t : float >= 0 or array_like of shape T
+    learning_rate : float > 0
+
+    Returns
+    -------
+    ndarray of shape T: ``||r_t||^2`` (twice the loss), from the full spectrum (LAPACK).
+    """
+    k = as_symmetric_matrix(K, "K").astype(np.float64, copy=False)
+    r = _residual(r0, k.shape[0])
+    times = _times(t)
+    eta = _real(learning_rate, "learning_rate", strict=True)
+    spec = _Spectrum(k, eta)
+    weights = np.sum((spec.vectors.T @ r) ** 2, axis=1)  # (N,)
+    out = np.empty(times.shape)
+    for index in np.ndindex(times.shape):
+        out[index] = float(np.sum(spec.decay(float(times[index])) ** 2 * weights))
+    return out
+
+
+def loss_bound(K, r0, t, learning_rate: float = 1.0, seed_form: bool = False) -> np.ndarray:
+    """Upper bound ``exp(-2 eta lambda_min t) ||r0||^2`` on :func:`loss_curve`.
+
+    ``seed_form=True`` gives the looser ``exp(-eta lambda_min t) ||r0||^2`` of the seed text.
+    lambda_min comes from :func:`ntkcore.lambda_min` (Cholesky + Lanczos), clipped at 0.
+    Arguments and result shape as :func:`loss_curve`.
+    """
+    k = as_symmetric_matrix(K, "K")
+    r = _residual(r0, k.shape[0])
+    times = _times(t)
+    eta = _real(learning_rate, "learning_rate", strict=True)
+    seed = _flag(seed_form, "seed_form")
+    lam = max(lambda_min(k), 0.0)
+    rate = eta * lam * (1.0 if seed else 2.0)
+    with np.errstate(invalid="ignore"):
+        decay = np.where(np.isinf(times), 0.0 if rate > 0 else 1.0, np.exp(-rate * np.where(np.isinf(times), 0, times)))
+    return decay * float(np.sum(r * r))
+
+
+def max_learning_rate(K, x=None, *, kernel: str = "ntk") -> float:
+    """``2 / lambda_max``: discrete gradient descent diverges for larger learning rates.
+
+    ``K`` (N, N), or ``(net, x)`` with ``kernel`` for the matrix-free largest eigenvalue.
+    Without normalization by the target size (multiply by ``y.size`` for neural-tangents'
+    time convention).
+    """
+    top = lambda_max(K, x, kernel=kernel)
+    if top <= 0:
+        raise ValueError("K has no positive eigenvalue: every learning rate is stable")
+    return 2.0 / top

@@ -1,0 +1,344 @@
+"""Extreme eigenvalues of kernel Gram matrices (SPEC sec. 5).
+
+Every function takes either a dense symmetric positive semidefinite matrix ``K`` of shape
+(N, N), or a network and its inputs, ``(net, x)`` with ``kernel="ntk"`` or ``"nngp"``: then
+the Gram matrix of ``net`` on the rows of ``x`` is applied tile by tile and never stored
+(memory O(N * block)), so N can exceed what a dense Gram would fit in.
+
+The solver is a thick-restart block Lanczos method with full reorthogonalization in the C++
+core; it stops when every wanted pair has ``||K v - lambda v|| <= tol * ||K||``.  The smallest
+eigenvalues of a dense ``K`` come from the largest of ``K^-1`` through a Cholesky factor (with
+a tiny shift when ``K`` is numerically singular).  The matrix-free operator has no such
+factor: its smallest eigenvalues come from Lanczos on ``K`` itself, which needs many passes
+over the kernel when the bottom of the spectrum is clustered (typical of NTKs).
+
+>>> import numpy as np, ntkcore
+>>> x = np.random.default_rng(0).standard_normal((300, 8))
+>>> net = ntkcore.FullyConnected(2, "relu", W_std=2**0.5, b_std=0.1)
+>>> theta = net.ntk(x)
+>>> values, vectors = ntkcore.eigsh(theta, k=3)
+>>> bool(np.allclose(values, np.linalg.eigvalsh(theta)[-3:]))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from ._native import core as _core
+from ._validation import as_points, check_n_threads, resolve_dtype
+from .network import FullyConnected
+
+__all__ = ["eigsh", "lambda_min", "lambda_max", "condition_number", "spectrum"]
+
+_WHICH = ("largest", "smallest")
+_KERNELS = ("ntk", "nngp")
+# Relative asymmetry max|K - K^T| / max|K| accepted as rounding.
+_SYMMETRY_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
+
+
+def as_symmetric_matrix(K, name: str = "K") -> np.ndarray:
+    """``K`` as a C-contiguous, finite, symmetric (N, N) float32/float64 array.
+
+    Raises TypeError for a non-floating dtype and ValueError for a wrong shape, NaN/inf, or
+    an asymmetry beyond rounding (max|K - K^T| > tol * max|K|, tol = 1e-8 in float64 and
+    1e-4 in float32).
+    """
+    if isinstance(K, FullyConnected):
+        raise TypeError(f"{name} must be an array here, got a network")
+    if isinstance(K, np.ndarray):
+        arr = K
+    else:
+        try:
+            arr = np.asarray(K)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a square 2-D array of real numbers: {exc}") from exc
+    if arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point numbers (float32 or float64), got dtype {arr.dtype}; "
+            f"convert explicitly, e.g. {name}.astype(numpy.float64)"
+        )
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be a square matrix of shape (N, N), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must not be empty")
+    dtype = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    n = arr.shape[0]
+    scale = 0.0
+    worst = 0.0
+    rows = max(1, (1 << 22) // n)  # bounded temporaries: ~4M entries at a time
+    for r0 in range(0, n, rows):
+        block = arr[r0 : r0 + rows]
+        if not np.isfinite(block).all():
+            i, j = np.argwhere(~np.isfinite(block))[0]
+            raise ValueError(f"{name} must be finite; {name}[{r0 + i}, {j}] = {block[i, j]}")
+        scale = max(scale, float(np.abs(block).max()))
+        worst = max(worst, float(np.abs(block - arr[:, r0 : r0 + rows].T).max()))
+    if worst > _SYMMETRY_TOL[dtype] * scale:
+        raise ValueError(
+            f"{name} must be symmetric: max|{name} - {name}.T| = {worst:.3g} exceeds "
+            f"{_SYMMETRY_TOL[dtype]:g} * max|{name}| = {_SYMMETRY_TOL[dtype] * scale:.3g}; "
+            f"use ({name} + {name}.T) / 2 if the asymmetry is rounding"
+        )
+    return arr
+
+
+def _check_kernel(kernel) -> str:
+    if not isinstance(kernel, str) or kernel not in _KERNELS:
+        raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
+    return kernel
+
+
+def _check_k(k, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer in [1, N], got {k!r}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, N] = [1, {n}], got {k}")
+    return int(k)
+
+
+def _check_positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1, or 0 (the core's default) for None."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_tol(tol) -> float:
+    if tol is None:
+        return 0.0
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a positive number or None, got {tol!r}")
+    tol = float(tol)
+    if not (math.isfinite(tol) and 0.0 < tol < 1.0):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    return tol
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise TypeError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def _operand(K, x, kernel, dtype=None):
+    """('dense', matrix) or ('kernel', (network spec, points)), validated."""
+    if isinstance(K, FullyConnected):
+        if x is None:
+            raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
+        kernel = _check_kernel(kernel)
+        dt = resolve_dtype(dtype, x)
+        return "kernel", (K._core_network(), as_points(x, "x", dt), kernel)
+    if x is not None:
+        if isinstance(x, numbers.Number):
+            raise TypeError(
+                "the second positional argument is x, the inputs of a network; "
+                "pass k and other options by keyword, e.g. eigsh(K, k=6)"
+            )
+        raise TypeError("x is only used with a network: eigsh(net, x, ...); K was given as a matrix")
+    return "dense", as_symmetric_matrix(K, "K")
+
+
+def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None):
+    if not isinstance(which, str) or which not in _WHICH:
+        raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
+    kind, operand = _operand(K, x, kernel, dtype)
+    n = operand.shape[0] if kind == "dense" else operand[1].shape[0]
+    k = _check_k(k, n)
+    settings = dict(
+        tol=_check_tol(tol),
+        block_size=_check_positive_int(block_size, "block_size"),
+        max_basis=_check_positive_int(max_basis, "max_basis"),
+        max_passes=_check_positive_int(max_passes, "max_passes"),
+        seed=_check_seed(seed),
+        n_threads=check_n_threads(n_threads),
+    )
+    try:
+        if kind == "dense":
+            out = _core.eigsh_dense(operand, k, which, **settings)
+        else:
+            spec, points, kernel = operand
+            out = _core.eigsh_kernel(spec, points, kernel, k, which, **settings)
+    except ValueError as exc:  # Cholesky failure (std::domain_error)
+        if "not positive definite" in str(exc):
+            raise ValueError(
+                "K is not positive semidefinite (its Cholesky factorization fails even with a "
+                f"diagonal shift): {exc}; the smallest eigenvalues need a PSD matrix"
+            ) from exc
+        raise
+    values, vectors, residuals, norm, passes, converged, _shift = out
+    if not converged:
+        warnings.warn(
+            f"eigsh did not converge in {passes} passes: largest relative residual "
+            f"{float(np.max(residuals)) / max(norm, 1e-300):.3g} (tol "
+            f"{settings['tol'] or 'default'}); raise max_passes or tol",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    dt = vectors.dtype
+    return np.asarray(values, dtype=dt), vectors, residuals, norm
+
+
+def _extreme_tol(tol, K, x, dtype):
+    """Default tolerance of lambda_min / lambda_max: 1e-8 relative (float64), 1e-4 (float32).
+
+    By Weyl's bound the eigenvalue is then accurate to tol relative to the operator's norm
+    (that of K^-1 on the Cholesky path: relative to lambda_min itself), in practice to about
+    tol**2 / (relative gap).
+    """
+    if tol is not None:
+        return tol
+    single = (isinstance(K, np.ndarray) and K.dtype == np.float32) or (
+        isinstance(K, FullyConnected) and resolve_dtype(dtype, x) == np.float32
+    )
+    return 1e-4 if single else 1e-8
+
+
+def eigsh(
+    K,
+    x=None,
+    *,
+    k: int = 6,
+    which: str = "largest",
+    tol: Optional[float] = None,
+    return_eigenvectors: bool = True,
+    kernel: str = "ntk",
+    n_threads: Optional[int] = None,
+    block_size: Optional[int] = None,
+    max_basis: Optional[int] = None,
+    max_passes: Optional[int] = None,
+    seed: int = 0,
+    dtype=None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """The ``k`` largest or smallest eigenpairs of a symmetric PSD Gram matrix.
+
+    Call as ``eigsh(K, k=...)`` with a dense matrix, or ``eigsh(net, x, k=..., kernel=...)``
+    to work on the Gram matrix of ``net`` on ``x`` without storing it.
+
+    Parameters
+    ----------
+    K : array_like of shape (N, N), or FullyConnected
+        Symmetric (to rounding) positive semidefinite float32/float64 matrix, or a network.
+    x : array_like of shape (N, d), only with a network
+        The points whose Gram matrix is analysed.
+    k : int in [1, N]
+        Number of eigenpairs.
+    which : "largest" or "smallest"
+        End of the spectrum.
+    tol : float in (0, 1), optional
+        Stop when every pair has ``||K v - lambda v|| <= tol * ||K||`` (default 1e-10 in
+        float64, 1e-4 in float32); eigenvalues are then accurate to about
+        ``tol**2 * ||K|| / gap`` and never worse than ``tol * ||K||``.
+    return_eigenvectors : bool
+        Also return the eigenvectors.
+    kernel : "ntk" or "nngp"
+        Which Gram matrix of the network (ignored for a dense ``K``).
+    n_threads : int >= 1, optional
+        Threads for the block products (default: all that OpenMP offers).
+    block_size, max_basis, max_passes : int >= 1, optional
+        Vectors per block (default ``max(4, 1.5 k)``, at most 64), basis vectors kept before
+        a thick restart (default ``max(120, 10 block_size, 2 k + 2 block_size)``, at most N;
+        the solver holds 2 N max_basis numbers), and the most operator applications (default
+        1000; a RuntimeWarning reports non-convergence).
+    seed : int
+        Seed of the random start block.
+    dtype : float32 or float64, optional
+        Precision of the matrix-free computation (default: that of ``x``).
+
+    Returns
+    -------
+    values : ndarray of shape (k,)
+        Eigenvalues in ascending order.
+    vectors : ndarray of shape (N, k)
+        Orthonormal eigenvectors, ``vectors[:, i]`` belonging to ``values[i]`` (only when
+        ``return_eigenvectors``).
+    """
+    if not isinstance(return_eigenvectors, (bool, np.bool_)):
+        raise TypeError(f"return_eigenvectors must be True or False, got {return_eigenvectors!r}")
+    values, vectors, _, _ = _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype,
+                                   max_basis)
+    return (values, vectors) if return_eigenvectors else values
+
+
+def lambda_max(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
+               n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+    """The largest eigenvalue of ``K`` (N, N), or of the Gram matrix of ``(net, x)``.
+
+    Arguments as :func:`eigsh`; ``tol`` defaults to 1e-8 (float64) or 1e-4 (float32): the
+    result is then accurate to that relative to lambda_max.  Returns a Python float.
+    """
+    values, _, _, _ = _solve(K, x, 1, "largest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None,
+                             max_passes, 0, dtype)
+    return float(values[0])
+
+
+def lambda_min(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
+               n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+    """The smallest eigenvalue of ``K`` (N, N), or of the Gram matrix of ``(net, x)``.
+
+    A dense ``K`` is factored (Cholesky, O(N^3 / 3)) and the largest eigenvalue of ``K^-1``
+    found by block Lanczos, then refined by the Rayleigh quotient of ``K``: the result carries
+    the absolute error of any backward-stable method, about ``N eps ||K||``.  When ``K`` is
+    numerically singular (duplicate points, rank deficiency) the factor is taken of
+    ``K + s I`` with the smallest working shift ``s`` (from ``N eps max(diag K)``, growing
+    tenfold) and the result is a number at rounding level, ``|lambda_min| <~ s``, possibly
+    slightly negative; :func:`condition_number` then returns ``inf``.
+
+    With ``(net, x)`` no factor exists (the Gram is never stored): plain Lanczos on the
+    kernel, which can need hundreds of passes over it when the spectrum's bottom is
+    clustered; ``max_passes`` bounds the work.  Arguments as :func:`eigsh`; ``tol``
+    defaults to 1e-8 (float64) or 1e-4 (float32), which bounds the relative error of the
+    result on the Cholesky path (Weyl's bound for K^-1) and its error relative to
+    lambda_max on the matrix-free path.
+    """
+    values, _, _, _ = _solve(K, x, 1, "smallest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None,
+                             max_passes, 0, dtype)
+    return float(values[0])
+
+
+def condition_number(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
+                     n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+    """``lambda_max / lambda_min`` of a symmetric PSD matrix, or ``inf`` when it is singular.
+
+    ``inf`` is returned when ``lambda_min <= N eps lambda_max`` (eps of the dtype): the
+    smallest eigenvalue is then indistinguishable from rounding, as for duplicate points.
+    Arguments as :func:`eigsh`.
+    """
+    kw = dict(kernel=kernel, tol=tol, n_threads=n_threads, max_passes=max_passes, dtype=dtype)
+    if isinstance(K, FullyConnected):
+        n = np.shape(x)[0] if x is not None and np.ndim(x) == 2 else 1
+        eps = np.finfo(resolve_dtype(dtype, x) if x is not None else np.float64).eps
+    else:
+        K = as_symmetric_matrix(K, "K")
+        n, eps = K.shape[0], np.finfo(K.dtype).eps
+    hi = lambda_max(K, x, **kw)
+    lo = lambda_min(K, x, **kw)
+    if hi <= 0.0 or lo <= n * eps * hi:
+        return math.inf
+    return hi / lo
+
+
+def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: Optional[int] = None, dtype=None) -> np.ndarray:
+    """All eigenvalues, ascending, shape (N,), by LAPACK (``numpy.linalg.eigvalsh``).
+
+    With ``(net, x)`` the dense Gram matrix is computed first (O(N^2) memory).
+    """
+    if isinstance(K, FullyConnected):
+        if x is None:
+            raise ValueError("x is required with a network: pass spectrum(net, x)")
+        kernel = _check_kernel(kernel)
+        K = getattr(K.kernels(x, dtype=dtype, n_threads=n_threads), kernel)
+    elif x is not None:
+        raise TypeError("x is only used with a network: spectrum(net, x); K was given as a matrix")
+    K = as_symmetric_matrix(K, "K")
+    return np.linalg.eigvalsh(K)
