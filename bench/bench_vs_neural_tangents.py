@@ -325,6 +325,9 @@ def parent_main(args):
                                    threads=args.threads, nt_mode=args.nt_mode,
                                    warmup_full=args.warmup_full,
                                    save=os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"))
+                        # Let the kernel finish releasing the previous child's memory
+                        # (gigabytes at large N) before timing the next one.
+                        time.sleep(args.settle)
                         r = run_child(pythons[lib], cfg, args.timeout,
                                       int(args.max_rss_gb * 2**20), args.threads)
                         if r.get("import_error"):
@@ -382,6 +385,8 @@ def main():
     p.add_argument("--max-rss-gb", type=float, default=20.0,
                    help="kill a child whose resident memory exceeds this (GiB)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="seconds to wait before each child (the machine settles after a large run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nt-python", default="/work/ntbench-venv/bin/python")
     p.add_argument("--ntkcore-python", default=sys.executable)

@@ -1,5 +1,6 @@
 // Bindings of the Gram-matrix driver: array conversion, GIL release, interruption.
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,10 +56,15 @@ Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const cha
     return {a.data(), a.shape(0), a.shape(1)};
 }
 
+// A new C-contiguous rows x cols array whose memory numpy frees.  Allocated here rather
+// than by numpy, which asks for transparent huge pages: faulting those in can cost more
+// than the whole computation on a machine whose free memory is fragmented.
 template <class T>
-Eigen::Map<ntkcore::RowMatrix<T>> output_view(Array<T>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
-    return {a.mutable_data(), a.shape(0), a.shape(1)};
+Array<T> new_matrix(std::size_t rows, std::size_t cols) {
+    std::unique_ptr<T[]> data(new T[rows * cols]);
+    py::capsule owner(data.get(), [](void* p) { delete[] static_cast<T*>(p); });
+    T* raw = data.release();
+    return Array<T>({rows, cols}, {cols * sizeof(T), sizeof(T)}, raw, owner);
 }
 
 // Polls Python's signal handlers from the calling thread, so that Ctrl-C ends a long run.
@@ -68,13 +74,15 @@ bool python_interrupt_pending() {
 }
 
 template <class T>
-void gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2,
-          Array<T>& nngp, Array<T>& ntk, int n_threads, std::size_t tile_rows,
-          std::size_t tile_cols) {
+py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2,
+               int n_threads, std::size_t tile_rows, std::size_t tile_cols) {
     const ntkcore::Network net = to_network(spec);
     const auto a = matrix_view(x1, "x1");
-    auto k = output_view(nngp, "nngp");
-    auto t = output_view(ntk, "ntk");
+    const std::size_t n1 = std::size_t(x1.shape(0));
+    const std::size_t n2 = x2 ? std::size_t(x2->shape(0)) : n1;
+    Array<T> nngp = new_matrix<T>(n1, n2), ntk = new_matrix<T>(n1, n2);
+    Eigen::Map<ntkcore::RowMatrix<T>> k(nngp.mutable_data(), Eigen::Index(n1), Eigen::Index(n2));
+    Eigen::Map<ntkcore::RowMatrix<T>> t(ntk.mutable_data(), Eigen::Index(n1), Eigen::Index(n2));
     ntkcore::GramOptions opt;
     opt.n_threads = n_threads;
     opt.tile_rows = tile_rows;
@@ -95,6 +103,7 @@ void gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T
         }
     }
     if (interrupted) throw py::error_already_set();
+    return py::make_tuple(nngp, ntk);
 }
 
 template <class T>
@@ -114,9 +123,8 @@ void define(py::module_& m) {
     // noconvert: arrays must already have the right dtype and layout (the Python layer
     // converts once), and outputs are written in place, never into a temporary copy.
     m.def("gram", &gram<T>, py::arg("network"), py::arg("x1").noconvert(),
-          py::arg("x2").noconvert().none(true), py::arg("nngp").noconvert(),
-          py::arg("ntk").noconvert(), py::arg("n_threads") = 0, py::arg("tile_rows") = 64,
-          py::arg("tile_cols") = 64);
+          py::arg("x2").noconvert().none(true), py::arg("n_threads") = 0,
+          py::arg("tile_rows") = 64, py::arg("tile_cols") = 64);
     m.def("diagonal", &diagonal<T>, py::arg("network"), py::arg("x").noconvert(),
           py::arg("nngp").noconvert(), py::arg("ntk").noconvert());
 }

@@ -15,12 +15,10 @@ def gram(
     network: NetworkSpec,
     x1: npt.NDArray[np.floating],
     x2: Optional[npt.NDArray[np.floating]],
-    nngp: npt.NDArray[np.floating],
-    ntk: npt.NDArray[np.floating],
     n_threads: int = 0,
     tile_rows: int = 64,
     tile_cols: int = 64,
-) -> None: ...
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
 def diagonal(
     network: NetworkSpec,
     x: npt.NDArray[np.floating],

@@ -153,11 +153,7 @@ class FullyConnected:
         a = as_points(x1, "x1", dtype)
         b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
         threads = check_n_threads(n_threads)
-        n2 = a.shape[0] if b is None else b.shape[0]
-        nngp = np.empty((a.shape[0], n2), dtype=dtype)
-        ntk = np.empty((a.shape[0], n2), dtype=dtype)
-        _core.gram(self._core_network(), a, b, nngp, ntk, threads)
-        return Kernels(nngp, ntk)
+        return Kernels(*_core.gram(self._core_network(), a, b, threads))
 
     def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
         """The NNGP Gram matrix K, shape (N1, N2); arguments as :meth:`kernels`."""
