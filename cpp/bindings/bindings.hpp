@@ -1,14 +1,35 @@
-// Shared declarations of the binding files: one bind_* function per area.
+// Shared declarations of the binding files: one bind_* function per area, and the
+// conversions they all use.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "ntkcore/input_layer.hpp"
 #include "ntkcore/network.hpp"
 
 void bind_kernels(pybind11::module_& m);
 void bind_empirical(pybind11::module_& m);
 void bind_spectral(pybind11::module_& m);
+
 // The activation of a spec that starts (family, (a, b, c)), and the whole network spec of
 // FullyConnected._core_network(): (family, (a, b, c), w_var, b_var).
 ntkcore::Activation to_activation(const pybind11::tuple& spec);
 ntkcore::Network to_network(const pybind11::tuple& spec);
+
+// Polls Python's signal handlers from the calling thread, so that Ctrl-C ends a long run
+// (GramOptions::should_stop); takes the GIL for the check.
+bool python_interrupt_pending();
+
+template <class T>
+using Array = pybind11::array_t<T, pybind11::array::c_style>;
+
+// A read-only Eigen view of a C-contiguous 2-D array, without copying.
+template <class T>
+Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+    return {a.data(), a.shape(0), a.shape(1)};
+}

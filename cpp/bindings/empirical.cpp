@@ -16,9 +16,6 @@ namespace py = pybind11;
 
 namespace {
 
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
-
 // The network as the Python layer passes it: (family, (a, b, c), w_std, b_std) and the
 // per-layer weights (n_out x n_in) and biases (n_out).
 template <class T>
@@ -39,17 +36,6 @@ ntkcore::MLP<T> to_mlp(const py::tuple& spec, const std::vector<Array<T>>& weigh
     }
     mlp.validate();
     return mlp;
-}
-
-template <class T>
-Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
-    return {a.data(), a.shape(0), a.shape(1)};
-}
-
-bool python_interrupt_pending() {
-    py::gil_scoped_acquire gil;
-    return PyErr_CheckSignals() != 0;
 }
 
 ntkcore::GramOptions options(int n_threads) {

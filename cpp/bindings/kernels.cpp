@@ -45,16 +45,12 @@ ntkcore::Network to_network(const py::tuple& spec) {
     return net;
 }
 
-namespace {
-
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
-
-template <class T>
-Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
-    return {a.data(), a.shape(0), a.shape(1)};
+bool python_interrupt_pending() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
 }
+
+namespace {
 
 // A new C-contiguous rows x cols array whose memory numpy frees.  Allocated here rather
 // than by numpy, which asks for transparent huge pages: faulting those in can cost more
@@ -65,12 +61,6 @@ Array<T> new_matrix(std::size_t rows, std::size_t cols) {
     py::capsule owner(data.get(), [](void* p) { delete[] static_cast<T*>(p); });
     T* raw = data.release();
     return Array<T>({rows, cols}, {cols * sizeof(T), sizeof(T)}, raw, owner);
-}
-
-// Polls Python's signal handlers from the calling thread, so that Ctrl-C ends a long run.
-bool python_interrupt_pending() {
-    py::gil_scoped_acquire gil;
-    return PyErr_CheckSignals() != 0;
 }
 
 template <class T>

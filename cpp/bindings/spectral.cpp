@@ -15,9 +15,6 @@ namespace py = pybind11;
 
 namespace {
 
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
-
 ntkcore::Which to_which(const std::string& which) {
     if (which == "largest") return ntkcore::Which::largest;
     if (which == "smallest") return ntkcore::Which::smallest;
@@ -28,17 +25,6 @@ ntkcore::KernelKind to_kind(const std::string& kernel) {
     if (kernel == "ntk") return ntkcore::KernelKind::ntk;
     if (kernel == "nngp") return ntkcore::KernelKind::nngp;
     throw std::invalid_argument("kernel must be 'ntk' or 'nngp'");
-}
-
-template <class T>
-Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
-    return {a.data(), a.shape(0), a.shape(1)};
-}
-
-bool python_interrupt_pending() {
-    py::gil_scoped_acquire gil;
-    return PyErr_CheckSignals() != 0;
 }
 
 struct Settings {

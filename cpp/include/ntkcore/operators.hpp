@@ -56,6 +56,54 @@ inline int thread_index() {
 #endif
 }
 
+// Y = A X for a symmetric N x N matrix A given tile by tile on its upper triangle: tile
+// (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to Y_J.  Threads take tiles; thread 0
+// accumulates straight into Y, the others into their own N x b buffers, summed at the end.
+template <class T>
+class UpperTilePass {
+public:
+    UpperTilePass(std::size_t n, std::size_t edge) : n_(n), edge_(edge) {
+        for (std::size_t i = 0; i < n; i += edge)
+            for (std::size_t j = i; j < n; j += edge) starts_.emplace_back(i, j);
+    }
+
+    std::size_t tiles() const { return starts_.size(); }
+
+    // tile(i0, j0, rows, cols, thread) returns the Eigen block A[i0 : i0 + rows, j0 : j0 + cols].
+    template <class Tile>
+    void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y, int threads,
+               const std::function<bool()>& should_stop, Tile&& tile) const {
+        const Eigen::Index b = x.cols();
+        if (accumulators_.size() != std::size_t(threads - 1) || (threads > 1 && accumulators_[0].cols() != b))
+            accumulators_.assign(std::size_t(threads - 1), ColMatrix<T>(Eigen::Index(n_), b));
+        for (auto& acc : accumulators_) acc.setZero();
+        y.setZero();
+        parallel_tiles(starts_.size(), threads, should_stop, [&](std::size_t t) {
+            const int id = thread_index();
+            const std::size_t i0 = starts_[t].first, j0 = starts_[t].second;
+            const Eigen::Index rows = Eigen::Index(std::min(edge_, n_ - i0));
+            const Eigen::Index cols = Eigen::Index(std::min(edge_, n_ - j0));
+            const auto block = tile(i0, j0, std::size_t(rows), std::size_t(cols), id);
+            auto add = [&](auto&& out) {
+                out.middleRows(Eigen::Index(i0), rows).noalias() += block * x.middleRows(Eigen::Index(j0), cols);
+                if (i0 != j0)
+                    out.middleRows(Eigen::Index(j0), cols).noalias() +=
+                        block.transpose() * x.middleRows(Eigen::Index(i0), rows);
+            };
+            if (id == 0)
+                add(y);
+            else
+                add(accumulators_[std::size_t(id - 1)]);
+        });
+        for (const auto& acc : accumulators_) y += acc;
+    }
+
+private:
+    std::size_t n_, edge_;
+    std::vector<std::pair<std::size_t, std::size_t>> starts_;
+    mutable std::vector<ColMatrix<T>> accumulators_;
+};
+
 }  // namespace detail
 
 // A dense symmetric N x N matrix (only referenced: it must outlive the operator), of which
@@ -66,12 +114,8 @@ template <class T>
 class DenseOperator {
 public:
     DenseOperator(const Eigen::Ref<const RowMatrix<T>>& a, const OperatorOptions& opt = OperatorOptions())
-        : a_(a), opt_(opt) {
+        : a_(a), opt_(opt), pass_(std::size_t(a.rows()), opt.tile ? opt.tile : 256) {
         if (a_.rows() != a_.cols()) throw std::invalid_argument("dense operator: matrix must be square");
-        edge_ = opt_.tile ? opt_.tile : 256;
-        const std::size_t n = size();
-        for (std::size_t i = 0; i < n; i += edge_)
-            for (std::size_t j = i; j < n; j += edge_) starts_.emplace_back(i, j);
     }
 
     std::size_t size() const { return std::size_t(a_.rows()); }
@@ -83,36 +127,18 @@ public:
             throw std::invalid_argument("dense operator: blocks must be N x b");
         const std::size_t n = size();
         const bool small = n * n * std::size_t(b) < detail::serial_flops;
-        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : starts_.size());
-        if (accumulators_.size() != std::size_t(threads - 1) || (threads > 1 && accumulators_[0].cols() != b))
-            accumulators_.assign(std::size_t(threads - 1), ColMatrix<T>(a_.rows(), b));
-        for (auto& acc : accumulators_) acc.setZero();
-        y.setZero();
-        detail::parallel_tiles(starts_.size(), threads, opt_.should_stop, [&](std::size_t t) {
-            const int id = detail::thread_index();
-            const Eigen::Index i0 = Eigen::Index(starts_[t].first), j0 = Eigen::Index(starts_[t].second);
-            const Eigen::Index rows = Eigen::Index(std::min(edge_, n - std::size_t(i0)));
-            const Eigen::Index cols = Eigen::Index(std::min(edge_, n - std::size_t(j0)));
-            const auto tile = a_.block(i0, j0, rows, cols);
-            auto add = [&](auto&& out) {
-                out.middleRows(i0, rows).noalias() += tile * x.middleRows(j0, cols);
-                if (i0 != j0) out.middleRows(j0, cols).noalias() += tile.transpose() * x.middleRows(i0, rows);
-            };
-            if (id == 0)
-                add(y);
-            else
-                add(accumulators_[std::size_t(id - 1)]);
-        });
-        for (const auto& acc : accumulators_) y += acc;
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : pass_.tiles());
+        pass_.apply(x, y, threads, opt_.should_stop,
+                    [&](std::size_t i0, std::size_t j0, std::size_t rows, std::size_t cols, int) {
+                        return a_.block(Eigen::Index(i0), Eigen::Index(j0), Eigen::Index(rows), Eigen::Index(cols));
+                    });
         ++passes_;
     }
 
 private:
     Eigen::Ref<const RowMatrix<T>> a_;
     OperatorOptions opt_;
-    std::size_t edge_ = 256;
-    std::vector<std::pair<std::size_t, std::size_t>> starts_;
-    mutable std::vector<ColMatrix<T>> accumulators_;
+    detail::UpperTilePass<T> pass_;
     mutable std::size_t passes_ = 0;
 };
 
@@ -126,15 +152,12 @@ template <class T>
 class KernelOperator {
 public:
     KernelOperator(const KernelTiles<T>& tiles, KernelKind kind, const OperatorOptions& opt = OperatorOptions())
-        : tiles_(tiles), kind_(kind), opt_(opt) {
+        : tiles_(tiles), kind_(kind), opt_(opt), edge_(opt.tile ? opt.tile : 128), pass_(tiles.rows(), edge_) {
         if (!tiles_.symmetric())
             throw std::invalid_argument("kernel operator: needs the symmetric tiles of one point set");
-        edge_ = opt_.tile ? opt_.tile : 128;
         const std::size_t n = tiles_.rows();
-        for (std::size_t i = 0; i < n; i += edge_)
-            for (std::size_t j = i; j < n; j += edge_) starts_.emplace_back(i, j);
         const bool small = n * n * (tiles_.network().depth() + 1) < 200000;
-        threads_ = detail::resolve_threads(opt_.n_threads, small ? 1 : starts_.size());
+        threads_ = detail::resolve_threads(opt_.n_threads, small ? 1 : pass_.tiles());
         workspaces_.assign(std::size_t(threads_), TileWorkspace<T>(edge_ * edge_));
     }
 
@@ -145,33 +168,13 @@ public:
         const Eigen::Index n = Eigen::Index(size()), b = x.cols();
         if (x.rows() != n || y.rows() != n || y.cols() != b)
             throw std::invalid_argument("kernel operator: blocks must be N x b");
-        // Thread 0 accumulates straight into y; the others into their own buffers.
-        if (accumulators_.size() != std::size_t(threads_ - 1) ||
-            (threads_ > 1 && accumulators_[0].cols() != b))
-            accumulators_.assign(std::size_t(threads_ - 1), ColMatrix<T>(n, b));
-        for (auto& acc : accumulators_) acc.setZero();
-        y.setZero();
-        detail::parallel_tiles(starts_.size(), threads_, opt_.should_stop, [&](std::size_t t) {
-            const int id = detail::thread_index();
-            TileWorkspace<T>& ws = workspaces_[std::size_t(id)];
-            const std::size_t i0 = starts_[t].first, j0 = starts_[t].second;
-            const std::size_t rows = std::min(edge_, size() - i0), cols = std::min(edge_, size() - j0);
-            tiles_.compute(i0, j0, rows, cols, ws);
-            const Eigen::Map<const RowMatrix<T>> block(kind_ == KernelKind::ntk ? ws.theta.data() : ws.c.data(),
-                                                       Eigen::Index(rows), Eigen::Index(cols));
-            auto add = [&](auto&& out) {
-                out.middleRows(Eigen::Index(i0), Eigen::Index(rows)).noalias() +=
-                    block * x.middleRows(Eigen::Index(j0), Eigen::Index(cols));
-                if (i0 != j0)
-                    out.middleRows(Eigen::Index(j0), Eigen::Index(cols)).noalias() +=
-                        block.transpose() * x.middleRows(Eigen::Index(i0), Eigen::Index(rows));
-            };
-            if (id == 0)
-                add(y);
-            else
-                add(accumulators_[std::size_t(id - 1)]);
-        });
-        for (const auto& acc : accumulators_) y += acc;
+        pass_.apply(x, y, threads_, opt_.should_stop,
+                    [&](std::size_t i0, std::size_t j0, std::size_t rows, std::size_t cols, int id) {
+                        TileWorkspace<T>& ws = workspaces_[std::size_t(id)];
+                        tiles_.compute(i0, j0, rows, cols, ws);
+                        return Eigen::Map<const RowMatrix<T>>(kind_ == KernelKind::ntk ? ws.theta.data() : ws.c.data(),
+                                                              Eigen::Index(rows), Eigen::Index(cols));
+                    });
         ++passes_;
     }
 
@@ -179,11 +182,10 @@ private:
     const KernelTiles<T>& tiles_;
     KernelKind kind_;
     OperatorOptions opt_;
-    std::size_t edge_ = 128;
+    std::size_t edge_;
+    detail::UpperTilePass<T> pass_;
     int threads_ = 1;
-    std::vector<std::pair<std::size_t, std::size_t>> starts_;
     mutable std::vector<TileWorkspace<T>> workspaces_;
-    mutable std::vector<ColMatrix<T>> accumulators_;
     mutable std::size_t passes_ = 0;
 };
 
