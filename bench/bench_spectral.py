@@ -137,7 +137,7 @@ def render(results):
              "sphere in d = 64, float64.  Produced by `bench/bench_spectral.py` (commands below); the raw",
              "numbers are in `RESULTS_spectral.json`.  Times are wall-clock seconds, best of the repeats,",
              "ntkcore and scipy run alternately in the same process on the same matrix.  ntkcore built",
-             "with `-DNTKCORE_NATIVE=ON` (one module, `_core`, hence 'core variant baseline'); scipy uses",
+             "as each section says (a `-DNTKCORE_NATIVE=ON` build has one module, reported as 'core variant baseline'); scipy uses",
              "OpenBLAS with its default threads (2 here).", ""]
     dense = results.get("dense")
     if dense:
