@@ -65,12 +65,17 @@ def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> 
     return arr
 
 
+def optional_positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1, or 0 (the core's "choose for me") for None."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
 def check_n_threads(n_threads) -> int:
     """``n_threads`` as an int >= 1, or 0 for 'as many as OpenMP offers'."""
-    if n_threads is None:
-        return 0
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"n_threads must be a positive integer or None, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-    return int(n_threads)
+    return optional_positive_int(n_threads, "n_threads")

@@ -37,7 +37,7 @@ import numpy as np
 from . import activations as _activations
 from ._native import core as _core
 from ._validation import as_points, check_n_threads, resolve_dtype
-from .network import FullyConnected, Kernels, _layer_scales
+from .network import FullyConnected, Kernels, _format_scales, _layer_scales
 
 __all__ = ["MLP", "TrainResult", "monte_carlo_kernels"]
 
@@ -203,12 +203,9 @@ class MLP:
         return FullyConnected(self.depth, self._activation, self._W_std, self._b_std)
 
     def __repr__(self) -> str:
-        def scale(values):
-            return repr(values[0]) if len(set(values)) == 1 else repr(values)
-
         return (
             f"MLP(widths={list(self._widths)!r}, activation={self._activation!r}, "
-            f"W_std={scale(self._W_std)}, b_std={scale(self._b_std)}, seed={self._seed!r})"
+            f"W_std={_format_scales(self._W_std)}, b_std={_format_scales(self._b_std)}, seed={self._seed!r})"
         )
 
     # --- parameters -------------------------------------------------------------------

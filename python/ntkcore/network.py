@@ -57,6 +57,11 @@ def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
     return tuple(out)
 
 
+def _format_scales(values: Tuple[float, ...]) -> str:
+    """Per-layer scales for a repr: the scalar when all layers share it, else the tuple."""
+    return repr(values[0]) if len(set(values)) == 1 else repr(values)
+
+
 @dataclass(frozen=True)
 class FullyConnected:
     """A deep fully-connected network in the infinite-width limit.
@@ -103,12 +108,9 @@ class FullyConnected:
             )
 
     def __repr__(self) -> str:
-        def scale(values):
-            return repr(values[0]) if len(set(values)) == 1 else repr(values)
-
         return (
             f"FullyConnected(depth={self.depth}, activation={self.activation!r}, "
-            f"W_std={scale(self.W_std)}, b_std={scale(self.b_std)}, "
+            f"W_std={_format_scales(self.W_std)}, b_std={_format_scales(self.b_std)}, "
             f"parameterization={self.parameterization!r})"
         )
 

@@ -31,7 +31,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ._native import core as _core
-from ._validation import as_points, check_n_threads, resolve_dtype
+from ._validation import as_points, check_n_threads, optional_positive_int, resolve_dtype
 from .network import FullyConnected
 
 __all__ = ["eigsh", "lambda_min", "lambda_max", "condition_number", "spectrum"]
@@ -103,17 +103,6 @@ def _check_k(k, n: int) -> int:
     return int(k)
 
 
-def _check_positive_int(value, name: str) -> int:
-    """``value`` as an int >= 1, or 0 (the core's default) for None."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer or None, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def _check_tol(tol) -> float:
     if tol is None:
         return 0.0
@@ -157,9 +146,9 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
     k = _check_k(k, n)
     settings = dict(
         tol=_check_tol(tol),
-        block_size=_check_positive_int(block_size, "block_size"),
-        max_basis=_check_positive_int(max_basis, "max_basis"),
-        max_passes=_check_positive_int(max_passes, "max_passes"),
+        block_size=optional_positive_int(block_size, "block_size"),
+        max_basis=optional_positive_int(max_basis, "max_basis"),
+        max_passes=optional_positive_int(max_passes, "max_passes"),
         seed=_check_seed(seed),
         n_threads=check_n_threads(n_threads),
     )
