@@ -143,6 +143,38 @@ def test_ill_conditioned():
     check_pairs(a, *ntkcore.eigsh(a, k=3), "largest", 3)
 
 
+@pytest.mark.parametrize("top", [1e2, 1e6, 1e9])
+def test_clustered_bottom_of_the_spectrum(top):
+    # The bottom of an NTK spectrum is a near-continuum: 1 / lambda separates it poorly.  The
+    # exact eigenvalues are known by construction; at top = 1e6 the single-precision first
+    # look at the bottom is off by far more than the cluster's spacing.
+    rng = np.random.default_rng(7)
+    n = 600
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = np.concatenate([1.0 + 1e-3 * np.arange(40), np.geomspace(1.1, top, n - 40)])
+    a = (q * lam) @ q.T
+    a = (a + a.T) / 2
+    exact = np.linalg.eigvalsh(a)  # the construction is exact to ~eps * top
+    assert ntkcore.lambda_min(a) == pytest.approx(exact[0], rel=1e-8 + 50 * np.finfo(float).eps * top)
+    values, vectors = ntkcore.eigsh(a, k=5, which="smallest")
+    check_pairs(a, values, vectors, "smallest", 5)
+
+
+def test_symmetry_and_finiteness_are_checked_everywhere():
+    a = NET.ntk(sphere(700, seed=4))  # large enough for the threaded scan
+    bad = a.copy()
+    bad[613, 17] += 1e-6 * np.abs(a).max()
+    with pytest.raises(ValueError, match="symmetric"):
+        ntkcore.lambda_min(bad)
+    bad[613, 17] = a[613, 17] + 1e-10 * np.abs(a).max()  # rounding-level: accepted
+    assert ntkcore.lambda_max(bad) == pytest.approx(ntkcore.lambda_max(a), rel=1e-9)
+    for dtype in (np.float64, np.float32):
+        bad = a.astype(dtype)
+        bad[650, 3] = np.inf
+        with pytest.raises(ValueError, match=r"K\[650, 3\] = inf"):
+            ntkcore.eigsh(bad, k=2)
+
+
 def test_tiny_matrices():
     assert ntkcore.lambda_min(np.array([[2.5]])) == pytest.approx(2.5)
     values, vectors = ntkcore.eigsh(np.array([[2.0, 1.0], [1.0, 2.0]]), k=2)

@@ -10,6 +10,7 @@
 
 #include "bindings.hpp"
 #include "ntkcore/spectral.hpp"
+#include "ntkcore/symmetry.hpp"
 
 namespace py = pybind11;
 
@@ -35,6 +36,7 @@ struct Settings {
     std::uint64_t seed;
     int n_threads;
     std::size_t tile;
+    bool values_only;
 
     ntkcore::EigenOptions eigen() const {
         ntkcore::EigenOptions opt;
@@ -43,6 +45,7 @@ struct Settings {
         opt.max_passes = max_passes;
         opt.tol = tol;
         opt.seed = seed;
+        opt.values_only = values_only;
         opt.should_stop = python_interrupt_pending;
         return opt;
     }
@@ -99,21 +102,34 @@ py::tuple eigsh_kernel(const py::tuple& spec, const Array<T>& x, const std::stri
 template <class T>
 void define(py::module_& m) {
     m.def(
+        "symmetry_report",
+        [](const Array<T>& a, int n_threads) {
+            const auto view = matrix_view(a, "K");
+            ntkcore::SymmetryReport r;
+            {
+                py::gil_scoped_release release;
+                r = ntkcore::symmetry_report<T>(view, n_threads);
+            }
+            return py::make_tuple(r.max_abs, r.max_asymmetry, r.nonfinite_row, r.nonfinite_col);
+        },
+        py::arg("K").noconvert(), py::arg("n_threads") = 0);
+    m.def(
         "eigsh_dense",
         [](const Array<T>& a, std::size_t k, const std::string& which, double tol, std::size_t block_size,
-           std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads) {
-            return eigsh_dense<T>(a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0});
+           std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads, bool values_only) {
+            return eigsh_dense<T>(
+                a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0, values_only});
         },
         py::arg("K").noconvert(), py::arg("k"), py::arg("which"), py::arg("tol") = 0.0,
         py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0, py::arg("seed") = 0,
-        py::arg("n_threads") = 0);
+        py::arg("n_threads") = 0, py::arg("values_only") = false);
     m.def(
         "eigsh_kernel",
         [](const py::tuple& spec, const Array<T>& x, const std::string& kernel, std::size_t k,
            const std::string& which, double tol, std::size_t block_size, std::size_t max_basis,
            std::size_t max_passes, std::uint64_t seed, int n_threads, std::size_t tile) {
             return eigsh_kernel<T>(spec, x, kernel,
-                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile});
+                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile, false});
         },
         py::arg("network"), py::arg("x").noconvert(), py::arg("kernel"), py::arg("k"), py::arg("which"),
         py::arg("tol") = 0.0, py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0,

@@ -69,17 +69,10 @@ def as_symmetric_matrix(K, name: str = "K") -> np.ndarray:
         raise ValueError(f"{name} must not be empty")
     dtype = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    n = arr.shape[0]
-    scale = 0.0
-    worst = 0.0
-    rows = max(1, (1 << 22) // n)  # bounded temporaries: ~4M entries at a time
-    for r0 in range(0, n, rows):
-        block = arr[r0 : r0 + rows]
-        if not np.isfinite(block).all():
-            i, j = np.argwhere(~np.isfinite(block))[0]
-            raise ValueError(f"{name} must be finite; {name}[{r0 + i}, {j}] = {block[i, j]}")
-        scale = max(scale, float(np.abs(block).max()))
-        worst = max(worst, float(np.abs(block - arr[:, r0 : r0 + rows].T).max()))
+    # One threaded pass in the core compares mirrored tiles (no N x N temporaries).
+    scale, worst, row, col = _core.symmetry_report(arr)
+    if row >= 0:
+        raise ValueError(f"{name} must be finite; {name}[{row}, {col}] = {arr[row, col]}")
     if worst > _SYMMETRY_TOL[dtype] * scale:
         raise ValueError(
             f"{name} must be symmetric: max|{name} - {name}.T| = {worst:.3g} exceeds "
@@ -138,7 +131,8 @@ def _operand(K, x, kernel, dtype=None):
     return "dense", as_symmetric_matrix(K, "K")
 
 
-def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None):
+def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None,
+           values_only=False):
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     kind, operand = _operand(K, x, kernel, dtype)
@@ -154,7 +148,7 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
     )
     try:
         if kind == "dense":
-            out = _core.eigsh_dense(operand, k, which, **settings)
+            out = _core.eigsh_dense(operand, k, which, values_only=values_only, **settings)
         else:
             spec, points, kernel = operand
             out = _core.eigsh_kernel(spec, points, kernel, k, which, **settings)
@@ -276,7 +270,11 @@ def lambda_min(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
     """The smallest eigenvalue of ``K`` (N, N), or of the Gram matrix of ``(net, x)``.
 
     A dense ``K`` is factored (Cholesky, O(N^3 / 3)) and the largest eigenvalue of ``K^-1``
-    found by block Lanczos, then refined by the Rayleigh quotient of ``K``: the result carries
+    found by block Lanczos, then refined by the Rayleigh quotient of ``K``.  In float64 a
+    single-precision factor first locates lambda_min to about 1e-2, and the double factor
+    is taken of ``K - sigma I`` with ``sigma`` just below it, which pulls a clustered bottom
+    of the spectrum apart (when ``K`` does not factor in single precision, or no such
+    ``sigma`` factors, ``K`` itself is factored instead).  The result carries
     the absolute error of any backward-stable method, about ``N eps ||K||``.  When ``K`` is
     numerically singular (duplicate points, rank deficiency) the factor is taken of
     ``K + s I`` with the smallest working shift ``s`` (from ``N eps max(diag K)``, growing
@@ -291,7 +289,7 @@ def lambda_min(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
     lambda_max on the matrix-free path.
     """
     values, _, _, _ = _solve(K, x, 1, "smallest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None,
-                             max_passes, 0, dtype)
+                             max_passes, 0, dtype, values_only=True)
     return float(values[0])
 
 

@@ -68,6 +68,14 @@ void write_tile(const T* values, std::size_t rows, std::size_t cols, std::size_t
     }
 }
 
+inline int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 inline int resolve_threads(int requested, std::size_t work_items) {
 #ifdef _OPENMP
     const int available = requested > 0 ? requested : omp_get_max_threads();

@@ -24,10 +24,6 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "gram.hpp"
 #include "kernel_tiles.hpp"
 
@@ -47,14 +43,6 @@ namespace detail {
 // Block products below this many flops (a few milliseconds) run on the calling thread: waking
 // a team for less costs more than it saves, above all on a loaded machine.
 constexpr std::size_t serial_flops = 50000000;
-
-inline int thread_index() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 // Y = A X for a symmetric N x N matrix A given tile by tile on its upper triangle: tile
 // (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to Y_J.  Threads take tiles; thread 0
@@ -229,8 +217,10 @@ bool cholesky_in_place(ColMatrix<T>& a, int n_threads, const std::function<bool(
 // (A + shift I)^-1 for a symmetric positive (semi)definite A, by the Cholesky factor of
 // A + shift I.  The shift starts at `shift` and grows tenfold (from N eps max(diag A) when
 // it is 0) while the factorization fails, at most `max_tries` times; shift() reports the
-// one used.  Holds the factor, N^2 entries, its only copy of A.
-template <class T>
+// one used.  Holds the factor, N^2 entries, its only copy of A.  The factor may be held in
+// a lower precision F than the blocks (T = double, F = float: half the flops and memory
+// traffic, for a rough first look at the bottom of the spectrum).
+template <class T, class F = T>
 class CholeskyInverse {
 public:
     CholeskyInverse(const Eigen::Ref<const RowMatrix<T>>& a, double shift = 0.0, int max_tries = 8,
@@ -240,14 +230,17 @@ public:
         const Eigen::Index n = a.rows();
         const double scale = n ? double(a.diagonal().cwiseAbs().maxCoeff()) : 0.0;
         for (int attempt = 0;; ++attempt) {
-            // The factor is the only copy (A is symmetric, so its row-major storage serves).
-            factor_ = a;
-            factor_.diagonal().array() += T(shift_);
+            // The factor is the only copy.  A is symmetric, so its row-major storage read as
+            // column-major is A itself: a straight copy, no transposition.
+            factor_ = Eigen::Map<const ColMatrix<T>, 0, Eigen::OuterStride<>>(a.data(), n, n,
+                                                                               Eigen::OuterStride<>(a.outerStride()))
+                          .template cast<F>();
+            factor_.diagonal().array() += F(shift_);
             if (detail::cholesky_in_place(factor_, opt_.n_threads, opt_.should_stop)) break;
             if (attempt + 1 >= max_tries)
                 throw std::domain_error("cholesky inverse: the matrix is not positive definite even after "
                                         "shifting by " + std::to_string(shift_));
-            const double first = double(n) * double(std::numeric_limits<T>::epsilon()) * std::max(scale, 1e-300);
+            const double first = double(n) * double(std::numeric_limits<F>::epsilon()) * std::max(scale, 1e-300);
             shift_ = shift_ > 0 ? 10.0 * shift_ : first;
         }
     }
@@ -256,30 +249,59 @@ public:
     std::size_t passes() const { return passes_; }
     double shift() const { return shift_; }
 
-    // Y = (A + shift I)^-1 X, threads solving disjoint column panels.
+    // Y = (A + shift I)^-1 X = L^-T L^-1 X by blocked substitution: each block row is solved
+    // by its small diagonal triangle, and the products with the panel below it (the bulk,
+    // memory-bound for few columns) are split into row chunks on threads, so that the
+    // factor is streamed once per triangle whatever the block width.
     void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
-        if (x.rows() != Eigen::Index(size()) || y.rows() != x.rows() || y.cols() != x.cols())
+        const Eigen::Index n = factor_.rows(), b = x.cols();
+        if (x.rows() != n || y.rows() != n || y.cols() != b)
             throw std::invalid_argument("cholesky inverse: blocks must be N x b");
-        const std::size_t b = std::size_t(x.cols());
-        const bool small = 2 * size() * size() * b < detail::serial_flops;
-        // At least 4 columns a thread: each thread reads the whole factor.
-        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : b / 4);
-        const std::size_t per = (b + std::size_t(threads) - 1) / std::size_t(threads);
-        const std::size_t panels = (b + per - 1) / per;
-        detail::parallel_tiles(panels, threads, opt_.should_stop, [&](std::size_t p) {
-            const Eigen::Index c0 = Eigen::Index(p * per), cols = Eigen::Index(std::min(per, b - p * per));
-            auto out = y.middleCols(c0, cols);
-            out = x.middleCols(c0, cols);
-            factor_.template triangularView<Eigen::Lower>().solveInPlace(out);
-            factor_.template triangularView<Eigen::Lower>().transpose().solveInPlace(out);
-        });
+        const bool small = 2 * size() * size() * std::size_t(b) < detail::serial_flops;
+        const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : std::size_t(n / nb_));
+        partial_.resize(std::size_t(threads));
+        for (auto& p : partial_) p.resize(nb_, b);
+        work_ = x.template cast<F>();
+        auto& z = work_;
+        auto chunk = [&](Eigen::Index below, std::size_t c) {  // rows of chunk c under `below`
+            const Eigen::Index per = (n - below + threads - 1) / threads;
+            const Eigen::Index r0 = std::min(n, below + Eigen::Index(c) * per);
+            return std::make_pair(r0, std::min(per, n - r0));
+        };
+        for (Eigen::Index j = 0; j < n; j += nb_) {  // L z = x, top down
+            const Eigen::Index jb = std::min(nb_, n - j);
+            auto zj = z.middleRows(j, jb);
+            factor_.block(j, j, jb, jb).template triangularView<Eigen::Lower>().solveInPlace(zj);
+            detail::parallel_tiles(std::size_t(threads), threads, opt_.should_stop, [&](std::size_t c) {
+                const auto [r0, rows] = chunk(j + jb, c);
+                if (rows > 0) z.middleRows(r0, rows).noalias() -= factor_.block(r0, j, rows, jb) * zj;
+            });
+        }
+        for (Eigen::Index j = ((n - 1) / nb_) * nb_; j >= 0; j -= nb_) {  // L^T z' = z, bottom up
+            const Eigen::Index jb = std::min(nb_, n - j);
+            detail::parallel_tiles(std::size_t(threads), threads, opt_.should_stop, [&](std::size_t c) {
+                const auto [r0, rows] = chunk(j + jb, c);
+                auto& p = partial_[c];
+                if (rows > 0)
+                    p.topRows(jb).noalias() = factor_.block(r0, j, rows, jb).transpose() * z.middleRows(r0, rows);
+                else
+                    p.topRows(jb).setZero();
+            });
+            auto zj = z.middleRows(j, jb);
+            for (const auto& p : partial_) zj -= p.topRows(jb);
+            factor_.block(j, j, jb, jb).template triangularView<Eigen::Lower>().transpose().solveInPlace(zj);
+        }
+        y = z.template cast<T>();
         ++passes_;
     }
 
 private:
     OperatorOptions opt_;
     double shift_;
-    ColMatrix<T> factor_;  // L in the lower triangle
+    static constexpr Eigen::Index nb_ = 256;  // block rows of the substitutions
+    ColMatrix<F> factor_;  // L in the lower triangle
+    mutable ColMatrix<F> work_;                  // the block being solved
+    mutable std::vector<ColMatrix<F>> partial_;  // per-chunk products of the backward sweep
     mutable std::size_t passes_ = 0;
 };
 

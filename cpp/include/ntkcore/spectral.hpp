@@ -12,8 +12,9 @@
 // ||A|| estimated by the largest |Ritz value| seen.
 //
 // lambda_min of a dense matrix: the largest eigenvalues of (A - sigma I)^-1 through its
-// Cholesky factor (operators.hpp), sigma = 0 first and then just below lambda_min (see
-// dense_eigenpairs), refined by the Rayleigh quotient of A.  Matrix-free
+// Cholesky factor (operators.hpp), first a single-precision factor with sigma = 0, then a
+// double one with sigma just below lambda_min (see dense_eigenpairs), refined by the
+// Rayleigh quotient of A.  Matrix-free
 // operators run plain Lanczos towards the small end, which converges slowly when the bottom of
 // the spectrum is clustered (see the Python documentation).
 #pragma once
@@ -27,6 +28,7 @@
 #include <memory>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -46,9 +48,16 @@ struct EigenOptions {
     std::size_t max_passes = 0;  // operator applications; 0: 1000
     double tol = 0.0;            // relative residual; 0: 1e-10 (double), 1e-4 (float)
     std::uint64_t seed = 0;      // of the random start block
-    // Measure each residual against its own Ritz value instead of ||A|| (for inverses, where
-    // ||(A - sigma)^-1 x - mu x|| <= tol mu gives ||A x - lambda x|| <= tol ||A - sigma||).
+    // For an inverse A = (B - inverse_shift I)^-1: measure each residual against the
+    // eigenvalue lambda = inverse_shift + 1 / mu of B that the Ritz value mu stands for,
+    // ||A x - mu x|| <= tol mu (lambda mu), so that (Weyl on A) lambda is within about
+    // tol lambda of an eigenvalue of B, instead of against ||A||.
     bool relative_to_value = false;
+    double inverse_shift = 0.0;
+    // Only the eigenvalues are wanted (lambda_min): dense_eigenpairs may then stop its
+    // shifted phase by the eigenvalue criterion above, which leaves residuals up to
+    // lambda / (lambda - sigma) times larger than tol ||A||.
+    bool values_only = false;
     std::function<bool()> should_stop;  // polled between passes; true ends with Interrupted
 };
 
@@ -200,7 +209,10 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
         bool small = true;
         for (Eigen::Index i = 0; i < Eigen::Index(kk); ++i) {
             res[i] = double((ax.col(i) - T(theta[i]) * x.col(i)).norm());
-            small = small && res[i] <= tol * (opt.relative_to_value ? std::abs(theta[i]) : anorm);
+            const double scale = opt.relative_to_value
+                                     ? std::abs(theta[i]) * (1.0 + opt.inverse_shift * std::abs(theta[i]))
+                                     : anorm;
+            small = small && res[i] <= tol * scale;
         }
         const bool full = cols == n;
         const bool converged = kk == k && (full || small);
@@ -267,15 +279,19 @@ void refine_with(const Op& op, EigenResult<T>& r) {
 
 // The k largest or smallest eigenpairs of the dense symmetric PSD matrix a.
 //
-// The smallest come from the largest of (a - sigma I)^-1 (Cholesky), in two phases.  Phase 1
-// (sigma = 0, or the small negative sigma that makes a numerically singular a factorizable)
-// runs to a relative residual of 1e-2: the bottom of a kernel spectrum is often a dense
-// cluster, where 1/lambda separates the wanted eigenvalues poorly.  Its Ritz value theta and
-// residual r give lambda_min ~ 1 / theta to relative accuracy r / theta; phase 2 factors
-// a - sigma I with sigma just below (a successful factorization proves sigma < lambda_min), which maps the
-// wanted eigenvalues to 1 / (lambda - sigma), far apart, and restarts from the phase-1 vectors.
-// If no such sigma factorizes, or in single precision, phase 1 continues to the full tolerance.  Eigenvalues are then
-// the Rayleigh quotients of a itself; norm_estimate is max(diag a) (>= ||a|| / N for PSD a).
+// The smallest come from the largest of (a - sigma I)^-1 (Cholesky).  The bottom of a kernel
+// spectrum is often a dense cluster, where 1 / lambda separates the wanted eigenvalues
+// poorly, so double precision takes two phases.  Phase 1 locates the bottom roughly, from a
+// single-precision factor of a (half the cost of a double one), to a relative residual of
+// 1e-2; the Rayleigh quotients of its Ritz vectors on a itself bound lambda_min from above,
+// and their distance to the single-precision values adds to the uncertainty rho.  Phase 2
+// factors a - sigma I in double with sigma = (1 - rho) lambda_rq just below lambda_min (a
+// successful factorization proves sigma < lambda_min), which maps the wanted eigenvalues to
+// 1 / (lambda - sigma), far apart, and restarts from the phase-1 vectors.  When a does not
+// factorize in single precision, or no sigma factorizes, or the precision is single, the
+// factor of a itself (with the smallest diagonal shift that factorizes) runs to the full
+// tolerance.  Eigenvalues are always the Rayleigh quotients of a; norm_estimate is
+// max(diag a) (>= ||a|| / N for PSD a).
 template <class T>
 EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::size_t k, Which which,
                                 const EigenOptions& opt = EigenOptions(),
@@ -284,51 +300,56 @@ EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::si
     if (which == Which::largest) return block_lanczos<T>(op, k, which, opt);
     const double tol = opt.tol > 0 ? opt.tol : detail::default_tolerance<T>();
     const double rough = 1e-2;
-    auto finish = [&](EigenResult<T>& r, double shift, std::size_t earlier) {
+    EigenOptions full = opt;
+    full.relative_to_value = true;
+    std::size_t earlier = 0;
+    auto finish = [&](EigenResult<T>& r, double shift) {
         r.shift = shift;
         r.passes += earlier + 1;
         refine_with<T>(op, r);
         r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff());
         return r;
     };
-    EigenOptions full = opt;
-    full.relative_to_value = true;
     ColMatrix<T> start;
-    std::size_t earlier = 0;
-    {
-        const CholeskyInverse<T> inverse(a, 0.0, 8, op_opt);
-        EigenOptions first = full;
-        first.tol = std::max(tol, rough);
-        EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, first);
-        // Single precision stays with phase 1: a factor of a - sigma I, with its condition
-        // number ||a|| / (lambda_min - sigma), would be too inexact in float to certify sigma.
-        const bool single = sizeof(T) < sizeof(double);
-        if (tol >= rough || !r.converged || inverse.shift() != 0.0 || single) {
-            if (tol < rough) r = block_lanczos<T>(inverse, k, Which::largest, full, &r.vectors);
-            return finish(r, inverse.shift(), 0);
+    if (std::is_same<T, double>::value && tol < rough) {
+        EigenResult<T> r;
+        try {
+            const CholeskyInverse<T, float> located(a, 0.0, 1, op_opt);
+            EigenOptions first = full;
+            first.tol = rough;
+            r = block_lanczos<T>(located, k, Which::largest, first);
+        } catch (const std::domain_error&) {
+            r.converged = false;  // not positive definite in single precision
         }
-        const Eigen::Index top = r.values.size() - 1;  // ascending in 1 / lambda
-        const double theta = r.values[top], rho = r.residuals.maxCoeff() / theta;
-        start = std::move(r.vectors);
-        earlier = r.passes;
-        // Shifts to try: 1 / theta >= lambda_min is within about rho of it when theta has
-        // converged to the largest 1 / lambda, so sigma = (1 - rho) / theta; if that fails to
-        // factorize (theta had found another eigenvalue), (1 - 10 rho) / theta.
-        double sigma = (1.0 - rho) / theta;
-        for (int attempt = 0; attempt < 2 && sigma > 0.0; ++attempt, sigma = (1.0 - 10.0 * rho) / theta) {
-            std::unique_ptr<CholeskyInverse<T>> shifted;
-            try {
-                shifted.reset(new CholeskyInverse<T>(a, -sigma, 1, op_opt));
-            } catch (const std::domain_error&) {
-                continue;  // sigma >= lambda_min: lower it
+        if (r.converged) {
+            const double theta = r.values.maxCoeff();  // the largest 1 / lambda
+            const double spread = r.residuals.maxCoeff() / theta;
+            refine_with<T>(op, r);
+            const double lambda_rq = r.values[0];
+            const double rho = spread + std::abs(lambda_rq * theta - 1.0);
+            earlier = r.passes + 1;
+            start = std::move(r.vectors);
+            // If sigma = (1 - rho) lambda_rq fails to factorize (lambda_rq had found another
+            // eigenvalue than the smallest), one more try ten times lower.
+            for (const double factor : {1.0, 10.0}) {
+                const double sigma = (1.0 - factor * rho) * lambda_rq;
+                if (!(sigma > 0.0)) break;
+                std::unique_ptr<CholeskyInverse<T>> shifted;
+                try {
+                    shifted.reset(new CholeskyInverse<T>(a, -sigma, 1, op_opt));
+                } catch (const std::domain_error&) {
+                    continue;  // sigma >= lambda_min: lower it
+                }
+                EigenOptions second = full;
+                if (opt.values_only) second.inverse_shift = sigma;
+                EigenResult<T> r2 = block_lanczos<T>(*shifted, k, Which::largest, second, &start);
+                return finish(r2, -sigma);
             }
-            EigenResult<T> r2 = block_lanczos<T>(*shifted, k, Which::largest, full, &start);
-            return finish(r2, -sigma, earlier);
         }
     }
     const CholeskyInverse<T> inverse(a, 0.0, 8, op_opt);
-    EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, full, &start);
-    return finish(r, inverse.shift(), earlier);
+    EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, full, start.size() ? &start : nullptr);
+    return finish(r, inverse.shift());
 }
 
 // The k largest or smallest eigenpairs of K (kind = nngp) or Theta (kind = ntk) of the network
