@@ -12,7 +12,15 @@ subprocess, so the reported peak RSS belongs to that run alone:
   x, dtype=np.float64, n_threads=T)``. If ntkcore cannot be imported its column says so.
 
 Network (SPEC sec. 1, NTK parameterization): [Dense(W_std, b_std) -> act] * depth ->
-Dense(1, W_std, b_std); relu: W_std = sqrt(2), b_std = 0.1; erf: W_std = 1.5, b_std = 0.1.
+Dense(1, W_std, b_std); relu: W_std = sqrt(2), b_std = 0.1; erf and tanh: W_std = 1.5,
+b_std = 0.1.  tanh has no closed form: neural-tangents runs
+``stax.ElementwiseNumerical(jnp.tanh, deg=--nt-deg)`` (default 25, its recommended degree),
+ntkcore its Gauss-Hermite family at the automatic degree.
+
+Error against a reference: the first 16 points' 16 x 16 block of each result is compared
+with ``ntkcore.reference`` (plain numpy, SPEC sec. 3 closed forms; for tanh the literal
+2-D Gauss-Hermite rule of SPEC sec. 4 at degree 600), max |a - ref| / max |ref| over the
+off-diagonal entries.
 Inputs: ``np.random.default_rng(seed).standard_normal((N, 64))``, float64.
 
 Each child reports the wall time of the kernel computation only (no imports, no input
@@ -60,7 +68,9 @@ import tempfile
 import time
 
 D_IN = 64
-PARAMS = {"relu": (math.sqrt(2.0), 0.1), "erf": (1.5, 0.1)}
+PARAMS = {"relu": (math.sqrt(2.0), 0.1), "erf": (1.5, 0.1), "tanh": (1.5, 0.1)}
+REFERENCE_ROWS = 16
+REFERENCE_DEGREE = 600
 ROWS_SAVED = 64
 RESULT_TAG = "BENCH_RESULT_JSON:"
 
@@ -96,9 +106,14 @@ def _child_nt(cfg, x, x_tiny):
     jax.config.update("jax_enable_x64", True)
     from neural_tangents import stax
 
-    act = {"relu": stax.Relu, "erf": stax.Erf}[cfg["activation"]]
+    if cfg["activation"] == "tanh":
+        import jax.numpy as jnp
+
+        act = stax.ElementwiseNumerical(jnp.tanh, deg=cfg["nt_deg"])
+    else:
+        act = {"relu": stax.Relu, "erf": stax.Erf}[cfg["activation"]]()
     w, b = cfg["W_std"], cfg["b_std"]
-    layers = [stax.Dense(512, W_std=w, b_std=b), act()] * cfg["depth"]
+    layers = [stax.Dense(512, W_std=w, b_std=b), act] * cfg["depth"]
     _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, W_std=w, b_std=b))
     if cfg["nt_mode"] == "jit":
         kernel_fn = jax.jit(kernel_fn, static_argnames="get")
@@ -294,6 +309,31 @@ def _rel_diff(prefix_a, prefix_b):
     return f"{worst[0]:.1e} / {worst[1]:.1e}"
 
 
+def _reference(act, depth, w, b, seed):
+    """The reference kernels of the first REFERENCE_ROWS points (see the docstring)."""
+    import numpy as np
+    import ntkcore
+    from ntkcore import reference
+
+    x = np.random.default_rng(seed).standard_normal((REFERENCE_ROWS, D_IN))
+    activation = ntkcore.activations.Numerical("tanh", deg=REFERENCE_DEGREE) if act == "tanh" else act
+    return reference.kernels(ntkcore.FullyConnected(depth, activation, W_std=w, b_std=b), x)
+
+
+def _reference_error(prefix, ref):
+    import numpy as np
+    worst = []
+    for name in ("nngp", "ntk"):
+        path = f"{prefix}_{name}.npy"
+        if not os.path.exists(path):
+            return "-"
+        a = np.load(path)[:REFERENCE_ROWS, :REFERENCE_ROWS]
+        want = getattr(ref, name)
+        off = ~np.eye(REFERENCE_ROWS, dtype=bool)
+        worst.append(float(np.max(np.abs(a - want)[off]) / np.max(np.abs(want))))
+    return f"{worst[0]:.1e} / {worst[1]:.1e}"
+
+
 def parent_main(args):
     libs = args.libs
     tmp = tempfile.mkdtemp(prefix="ntbench_")
@@ -322,7 +362,7 @@ def parent_main(args):
                             continue
                         cfg = dict(lib=lib, activation=act, N=n, depth=depth, W_std=w,
                                    b_std=b, seed=args.seed, repeats=args.repeats,
-                                   threads=args.threads, nt_mode=args.nt_mode,
+                                   threads=args.threads, nt_mode=args.nt_mode, nt_deg=args.nt_deg,
                                    warmup_full=args.warmup_full,
                                    save=os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"))
                         # Let the kernel finish releasing the previous child's memory
@@ -340,17 +380,21 @@ def parent_main(args):
                     if res["nt"].get("ok") and res["ntkcore"].get("ok"):
                         diff = _rel_diff(os.path.join(tmp, f"ntkcore_{act}_{n}_{depth}"),
                                          os.path.join(tmp, f"nt_{act}_{n}_{depth}"))
+                    ref = _reference(act, depth, w, b, args.seed)
+                    errors = [_reference_error(os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"), ref)
+                              for lib in ("nt", "ntkcore")]
                     rows.append([label, _fmt_time(res["nt"]), _fmt_time(res["ntkcore"]),
                                  _ratio(res["nt"], res["ntkcore"], "time"),
                                  _fmt_mem(res["nt"]), _fmt_mem(res["ntkcore"]),
-                                 _ratio(res["nt"], res["ntkcore"], "mem"), diff])
+                                 _ratio(res["nt"], res["ntkcore"], "mem"), diff, *errors])
                     print(f"# done {label}: NT {rows[-1][1]}, {rows[-1][4]}; "
                           f"ntkcore {rows[-1][2]}, {rows[-1][5]}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     header = ["config", "NT time", "ntkcore time", "speed (NT/ntkcore)", "NT peak RSS",
               "ntkcore peak RSS", "memory (NT/ntkcore) (+: of increments)",
-              "rel diff off-diag (nngp / ntk)"]
+              "rel diff off-diag (nngp / ntk)", "NT error vs reference (nngp / ntk)",
+              "ntkcore error vs reference"]
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -388,6 +432,8 @@ def main():
     p.add_argument("--settle", type=float, default=5.0,
                    help="seconds to wait before each child (the machine settles after a large run)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nt-deg", type=int, default=25,
+                   help="neural-tangents' Gauss-Hermite degree for tanh (ElementwiseNumerical)")
     p.add_argument("--nt-python", default="/work/ntbench-venv/bin/python")
     p.add_argument("--ntkcore-python", default=sys.executable)
     p.add_argument("--nt-mode", choices=["eager", "jit"], default="eager",

@@ -1,4 +1,5 @@
 // Bindings of the Gram-matrix driver: array conversion, GIL release, interruption.
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -9,15 +10,66 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "ntkcore/elementwise.hpp"
 #include "ntkcore/gram.hpp"
 
 namespace py = pybind11;
 
-// The activation of a spec (family, (a, b, c), ...) as the Python layer passes it.
+namespace {
+
+// A vectorised Python callable as a batch function: called with the GIL on the calling
+// thread on a float64 array of shape (n,); its result must be a real array of that shape.
+ntkcore::NumericalFunction::Batch python_batch(const py::object& callable, const std::string& name) {
+    // The callable may only be released with the GIL held, wherever the last copy dies.
+    std::shared_ptr<py::object> fn(new py::object(callable), [](py::object* p) {
+        py::gil_scoped_acquire gil;
+        delete p;
+    });
+    return [fn, name](const double* x, std::size_t n, double* out) {
+        py::gil_scoped_acquire gil;
+        py::array_t<double> arg(static_cast<py::ssize_t>(n));
+        std::copy(x, x + n, arg.mutable_data());
+        const py::object result = (*fn)(arg);
+        const py::array values = py::array::ensure(result);
+        if (!values || (values.dtype().kind() != 'f' && values.dtype().kind() != 'i' && values.dtype().kind() != 'u'))
+            throw py::type_error(name + " must return a real numpy array, got " +
+                                 std::string(py::str(py::type::of(result))));
+        if (values.ndim() != 1 || std::size_t(values.shape(0)) != n)
+            throw py::value_error(name + " must return an array of the argument's shape (" + std::to_string(n) +
+                                  ",), got shape " + std::string(py::str(py::getattr(values, "shape"))));
+        const auto converted = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(values);
+        std::copy(converted.data(), converted.data() + n, out);
+    };
+}
+
+// ((name or fn), dfn or None, degree) of a numerical activation.
+std::shared_ptr<const ntkcore::NumericalFunction> to_numerical(const py::tuple& params) {
+    if (params.size() != 3) throw std::invalid_argument("numerical activation needs (fn, dfn, degree)");
+    const std::size_t degree = params[2].cast<std::size_t>();
+    if (py::isinstance<py::str>(params[0])) {
+        const auto id = ntkcore::builtin_from_name(params[0].cast<std::string>());
+        return std::make_shared<const ntkcore::NumericalFunction>(ntkcore::builtin_numerical(id, degree));
+    }
+    auto fn = std::make_shared<ntkcore::NumericalFunction>();
+    fn->phi = python_batch(params[0], "fn");
+    if (!params[1].is_none()) fn->dphi = python_batch(params[1], "dfn");
+    fn->degree = degree;
+    return fn;
+}
+
+}  // namespace
+
+// The activation of a spec (family, (a, b, c), ...) as the Python layer passes it; a
+// numerical activation has (fn, dfn, degree) in place of (a, b, c).
 ntkcore::Activation to_activation(const py::tuple& spec) {
     if (spec.size() < 2) throw std::invalid_argument("spec must start with (family, (a, b, c))");
     ntkcore::Activation act;
     const auto family = spec[0].cast<std::string>();
+    if (family == "numerical") {
+        act.family = ntkcore::Family::numerical;
+        act.numerical = to_numerical(spec[1].cast<py::tuple>());
+        return act;
+    }
     if (family == "ab_relu")
         act.family = ntkcore::Family::ab_relu;
     else if (family == "sign")
@@ -124,4 +176,13 @@ void define(py::module_& m) {
 void bind_kernels(py::module_& m) {
     define<double>(m);
     define<float>(m);
+    m.def(
+        "hermite_rule",
+        [](std::size_t degree) {
+            if (degree < 1 || degree > 4096) throw std::invalid_argument("degree must be in [1, 4096]");
+            const ntkcore::HermiteRule& rule = ntkcore::hermite_rule(degree);
+            return py::make_tuple(py::array_t<double>(py::ssize_t(degree), rule.nodes.data()),
+                                  py::array_t<double>(py::ssize_t(degree), rule.weights.data()));
+        },
+        py::arg("degree"));
 }

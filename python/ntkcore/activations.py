@@ -10,9 +10,14 @@ Every activation belongs to one *family* that the core evaluates:
 * ``ab_relu`` -- the piecewise-linear ``phi(x) = a x (x < 0), b x (x >= 0)``:
   :class:`ABRelu`, :class:`Relu`, :class:`LeakyRelu`, :class:`Abs`, :class:`Identity`;
 * ``sign`` -- :class:`Sign`;
-* ``erf`` -- ``a erf(b x) + c``: :class:`Erf`, :class:`SigmoidLike`.
+* ``erf`` -- ``a erf(b x) + c``: :class:`Erf`, :class:`SigmoidLike`;
+* ``numerical`` -- any activation known pointwise, by Gauss-Hermite expectations
+  (SPEC sec. 4): :class:`Numerical`, with the built-ins ``tanh``, ``sigmoid``,
+  ``softplus``, ``gelu``, ``silu`` (``swish``), ``elu``, ``selu``, ``mish``, ``sin``,
+  ``cos``, ``erf`` or a vectorised Python callable.
 
-Activations may also be given by name (see :func:`get`).
+Activations may also be given by name (see :func:`get`); the names of built-ins without a
+closed form (``"tanh"``, ``"softplus"``, ...) give :class:`Numerical`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import difflib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple, Type, Union
+from typing import Callable, ClassVar, Dict, Optional, Tuple, Type, Union
 
 __all__ = [
     "Activation",
@@ -33,6 +38,7 @@ __all__ = [
     "Sign",
     "Erf",
     "SigmoidLike",
+    "Numerical",
     "get",
 ]
 
@@ -162,6 +168,81 @@ class SigmoidLike(Activation):
         return (0.5, 1.0 / 2.40206, 0.5)
 
 
+# Built-ins of the numerical family: phi and phi' in the core (cpp/include/ntkcore/elementwise.hpp).
+BUILTINS = ("tanh", "sigmoid", "softplus", "gelu", "silu", "elu", "selu", "mish", "sin", "cos", "erf")
+_BUILTIN_ALIASES = {"swish": "silu"}
+_MAX_DEGREE = 4096
+
+
+@dataclass(frozen=True)
+class Numerical(Activation):
+    """Any activation, by Gauss-Hermite expectations of ``phi`` and ``phi'`` (SPEC sec. 4).
+
+    ``T`` and ``Tdot`` come from the Hermite (Mehler) series of ``phi``: each point's
+    Hermite coefficients at its variance are computed once per layer by a Gauss-Hermite
+    rule of ``deg`` nodes (O(N deg) evaluations of ``fn``), and each Gram entry sums the
+    series in O(deg), so that degrees in the hundreds, which tanh-like functions need for
+    near machine precision, cost little.  Near-collinear pairs keep full accuracy.
+
+    Parameters
+    ----------
+    fn : str or callable
+        A built-in name (``"tanh"``, ``"sigmoid"``, ``"softplus"``, ``"gelu"``, ``"silu"``
+        or ``"swish"``, ``"elu"``, ``"selu"``, ``"mish"``, ``"sin"``, ``"cos"``, ``"erf"``:
+        phi and phi' in C++, usable by finite networks too), or a vectorised numpy callable
+        mapping a float64 array of shape (M,) to a real array of shape (M,).  Callables are
+        called with ~1M points at a time, a bounded number of times per layer, never per
+        Gram entry.
+    dfn : callable, optional
+        ``phi'`` for a callable ``fn``.  Without it, ``Tdot = dT/dc`` by Price's theorem
+        from the series of ``phi`` alone (a zero-variance point takes ``phi'(0)`` by a
+        central difference, ~1e-10 relative).
+    deg : int in [1, 4096], optional
+        Nodes of the Gauss-Hermite rule.  Default: chosen per layer, doubling from 64 to
+        at most 2048, until the rule's error is at rounding level for functions analytic
+        in a strip (tanh, softplus, silu ...); kinked functions (elu, selu) converge
+        slowly and stop at 2048.
+    """
+
+    fn: Union[str, Callable] = "tanh"
+    dfn: Optional[Callable] = None
+    deg: Optional[int] = None
+    family: ClassVar[str] = "numerical"
+
+    def __post_init__(self):
+        fn = self.fn
+        if isinstance(fn, str):
+            key = fn.lower().replace("_", "").replace("-", "")
+            key = _BUILTIN_ALIASES.get(key, key)
+            if key not in BUILTINS:
+                close = difflib.get_close_matches(key, list(BUILTINS) + list(_BUILTIN_ALIASES), n=1, cutoff=0.6)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"Numerical: unknown built-in {fn!r}.{hint} Known: {', '.join(BUILTINS)}.")
+            object.__setattr__(self, "fn", key)
+            if self.dfn is not None:
+                raise ValueError(f"Numerical: dfn is only for a callable fn; the built-in {key!r} has its own")
+        elif not callable(fn):
+            raise TypeError(f"Numerical: fn must be a built-in name or a callable, got {fn!r}")
+        if self.dfn is not None and not callable(self.dfn):
+            raise TypeError(f"Numerical: dfn must be a callable or None, got {self.dfn!r}")
+        deg = self.deg
+        if deg is not None:
+            if isinstance(deg, bool) or not isinstance(deg, numbers.Integral):
+                raise TypeError(f"Numerical: deg must be an integer in [1, {_MAX_DEGREE}] or None, got {deg!r}")
+            if not 1 <= deg <= _MAX_DEGREE:
+                raise ValueError(f"Numerical: deg must be in [1, {_MAX_DEGREE}], got {deg}")
+            object.__setattr__(self, "deg", int(deg))
+
+    @property
+    def builtin(self) -> bool:
+        """Whether ``fn`` is a built-in (phi and phi' in the core)."""
+        return isinstance(self.fn, str)
+
+    @property
+    def core_params(self):
+        return (self.fn, self.dfn, self.deg or 0)
+
+
 _BY_NAME: Dict[str, Type[Activation]] = {
     "relu": Relu,
     "leakyrelu": LeakyRelu,
@@ -179,7 +260,8 @@ def get(activation: Union[str, Activation]) -> Activation:
     """Return an :class:`Activation` for an activation object or its name.
 
     Names are case-insensitive and ignore ``_`` and ``-`` (``"leaky_relu"``,
-    ``"LeakyRelu"``); named activations take their default parameters.
+    ``"LeakyRelu"``); named activations take their default parameters.  Names of built-ins
+    without a closed form give ``Numerical(name)``.
     """
     if isinstance(activation, Activation):
         return activation
@@ -193,7 +275,10 @@ def get(activation: Union[str, Activation]) -> Activation:
     key = activation.lower().replace("_", "").replace("-", "")
     if key in _BY_NAME:
         return _BY_NAME[key]()
-    names = sorted({cls.__name__ for cls in _BY_NAME.values()})
-    close = difflib.get_close_matches(key, list(_BY_NAME), n=1, cutoff=0.6)
-    hint = f" Did you mean {_BY_NAME[close[0]].__name__!r}?" if close else ""
+    if key in BUILTINS or key in _BUILTIN_ALIASES:
+        return Numerical(key)
+    names = sorted({cls.__name__ for cls in _BY_NAME.values()} | set(BUILTINS))
+    close = difflib.get_close_matches(key, list(_BY_NAME) + list(BUILTINS), n=1, cutoff=0.6)
+    suggestion = (_BY_NAME[close[0]].__name__ if close[0] in _BY_NAME else close[0]) if close else None
+    hint = f" Did you mean {suggestion!r}?" if close else ""
     raise ValueError(f"unknown activation {activation!r}.{hint} Known: {', '.join(names)}.")

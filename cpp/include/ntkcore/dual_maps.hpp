@@ -63,6 +63,16 @@ struct LayerInputs {
     const T* ra1;  // sqrt of the per-point variance after the activation (erf only)
     const T* ra2;
     T scale;       // true variance = scale * scaled variance
+    // Hermite series (hermite_series.hpp) only: coefficient k of phi (coef) and phi' (dcoef)
+    // of row i at coef1[k * stride1 + i], of column j at coef2[k * stride2 + j]; when every
+    // point shares them, their products a_k^2, b_k^2 in shared_t, shared_tdot instead.
+    const T* coef1 = nullptr;
+    const T* coef2 = nullptr;
+    const T* dcoef1 = nullptr;
+    const T* dcoef2 = nullptr;
+    std::size_t stride1 = 0, stride2 = 0, terms = 0;
+    const T* shared_t = nullptr;
+    const T* shared_tdot = nullptr;
 };
 
 template <class T>

@@ -42,13 +42,15 @@ template <class T>
 struct Pointwise {
     Family family;
     T a, b, c, erf_slope;
+    const NumericalFunction* numerical;
 
     explicit Pointwise(const Activation& act)
         : family(act.family),
           a(T(act.a)),
           b(T(act.b)),
           c(T(act.c)),
-          erf_slope(T(act.a * act.b * 2.0 / std::sqrt(Constants<double>::pi))) {}
+          erf_slope(T(act.a * act.b * 2.0 / std::sqrt(Constants<double>::pi))),
+          numerical(act.numerical.get()) {}
 
     // h <- phi(z) and, when dphi is not null, dphi <- phi'(z), for n values.
     void apply(std::size_t n, T* z, T* dphi) const {
@@ -71,6 +73,18 @@ struct Pointwise {
                     }
                 for (std::size_t i = 0; i < n; ++i) z[i] = a * std::erf(b * z[i]) + c;
                 break;
+            case Family::numerical: {  // built-ins only (MLP::validate), in double
+                thread_local std::vector<double> in, out;
+                in.assign(z, z + n);
+                out.resize(n);
+                if (dphi) {
+                    numerical->dphi(in.data(), n, out.data());
+                    std::copy(out.begin(), out.end(), dphi);
+                }
+                numerical->phi(in.data(), n, out.data());
+                std::copy(out.begin(), out.end(), z);
+                break;
+            }
         }
     }
 };
@@ -115,6 +129,10 @@ struct MLP {
         net.w_var = w_std;
         net.b_var = b_std;
         net.validate();  // activation parameters
+        const NumericalFunction* fn = activation.numerical.get();
+        if (activation.family == Family::numerical && !(fn->thread_safe && fn->dphi))
+            throw std::invalid_argument(
+                "mlp: finite networks need an activation with phi and phi' in the core (a built-in)");
     }
 };
 

@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 
 #include "dual_maps.hpp"
+#include "hermite_series.hpp"
 #include "input_layer.hpp"
 #include "network.hpp"
 #include "recursion.hpp"
@@ -27,6 +28,7 @@ void visit_family(const Activation& act, F&& body) {
         case Family::ab_relu: body(ABRelu<T>(act)); break;
         case Family::sign: body(Sign<T>(act)); break;
         case Family::erf: body(Erf<T>(act)); break;
+        case Family::numerical: body(HermiteSeries<T>(act)); break;
     }
 }
 
@@ -34,9 +36,24 @@ template <class T>
 LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, std::size_t l,
                             std::size_t i0, std::size_t j0, const Recursion<T>& rec) {
     const std::size_t o1 = l * s1.n + i0, o2 = l * s2.n + j0;
-    return LayerInputs<T>{s1.r.data() + o1,  s2.r.data() + o2,  s1.ir.data() + o1,
-                          s2.ir.data() + o2, s1.q.data() + o1,  s2.q.data() + o2,
-                          s1.ra.data() + o1, s2.ra.data() + o2, rec.scale[l]};
+    LayerInputs<T> in{s1.r.data() + o1,  s2.r.data() + o2,  s1.ir.data() + o1,
+                      s2.ir.data() + o2, s1.q.data() + o1,  s2.q.data() + o2,
+                      s1.ra.data() + o1, s2.ra.data() + o2, rec.scale[l]};
+    if (l < rec.terms.size()) {
+        in.terms = rec.terms[l];
+        if (!rec.shared_t[l].empty()) {
+            in.shared_t = rec.shared_t[l].data();
+            in.shared_tdot = rec.shared_tdot[l].data();
+        } else {
+            in.coef1 = s1.coef[l].data() + i0;
+            in.dcoef1 = s1.dcoef[l].data() + i0;
+            in.coef2 = s2.coef[l].data() + j0;
+            in.dcoef2 = s2.dcoef[l].data() + j0;
+            in.stride1 = s1.n;
+            in.stride2 = s2.n;
+        }
+    }
+    return in;
 }
 
 // 2^e as a factor of type T, or 0 when it is not a normal number of T.

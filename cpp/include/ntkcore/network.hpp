@@ -5,17 +5,31 @@
 
 #include <cmath>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace ntkcore {
 
-// Activation families with closed-form dual maps (SPEC sec. 3).
+// Activation families: closed-form dual maps (SPEC sec. 3), or Gauss-Hermite (sec. 4).
 enum class Family {
-    ab_relu,  // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
-    sign,     // sign(x)
-    erf,      // a erf(b x) + c
+    ab_relu,    // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
+    sign,       // sign(x)
+    erf,        // a erf(b x) + c
+    numerical,  // any phi known pointwise (NumericalFunction)
+};
+
+// An activation known only pointwise: phi and, when known, phi' at n points at once.  They
+// may call back into Python, so the core calls them only from the thread that builds the
+// kernel tiles, unless `thread_safe`.
+struct NumericalFunction {
+    using Batch = std::function<void(const double* x, std::size_t n, double* out)>;
+    Batch phi;
+    Batch dphi;              // empty: Tdot from phi alone (Price's theorem)
+    std::size_t degree = 0;  // Gauss-Hermite nodes; 0: chosen per layer to full precision
+    bool thread_safe = false;
 };
 
 struct Activation {
@@ -23,6 +37,7 @@ struct Activation {
     double a = 0.0;
     double b = 1.0;
     double c = 0.0;
+    std::shared_ptr<const NumericalFunction> numerical;  // Family::numerical only
 };
 
 struct Network {
@@ -45,6 +60,8 @@ struct Network {
         const Activation& act = activation;
         if (!(std::isfinite(act.a) && std::isfinite(act.b) && std::isfinite(act.c)))
             throw std::invalid_argument("network: activation parameters must be finite");
+        if (act.family == Family::numerical && !(act.numerical && act.numerical->phi))
+            throw std::invalid_argument("network: a numerical activation needs its function phi");
     }
 };
 

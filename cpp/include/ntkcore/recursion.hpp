@@ -11,9 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "dual_maps.hpp"
+#include "hermite_series.hpp"
 #include "network.hpp"
 
 namespace ntkcore {
@@ -28,6 +30,8 @@ struct PointStates {
     std::vector<T> ir;  // 1 / r, 0 where r = 0
     std::vector<T> ra;  // sqrt of the variance after each activation, depth x n (true units)
     std::vector<double> nngp, ntk;  // K(x, x) and Theta(x, x), true units
+    // Hermite series only, per activation layer: coefficients of phi and phi', terms x n.
+    std::vector<std::vector<T>> coef, dcoef;
 };
 
 template <class T>
@@ -36,6 +40,10 @@ struct Recursion {
     T input_w = T(0), input_b = T(0);  // first dense layer, scaled
     std::vector<DenseStep<T>> dense;   // the dense layer after activation l, l < depth
     std::vector<T> scale;              // 2^e_l as T (erf needs true variances)
+    // Hermite series only, per activation layer: the terms kept, and a_k^2, b_k^2 when every
+    // point shares its coefficients (else empty).
+    std::vector<std::size_t> terms;
+    std::vector<std::vector<T>> shared_t, shared_tdot;
 };
 
 namespace detail {
@@ -60,7 +68,39 @@ inline int layer_exponent(double w, double v_max, int e_in, double b, int fallba
     return has_w && has_b ? std::max(ew, eb) : (has_w ? ew : eb);
 }
 
+// Families whose per-point maps come as tables of a whole layer (HermiteSeries).
+template <class Fam, class = void>
+struct is_tabulated : std::false_type {};
+template <class Fam>
+struct is_tabulated<Fam, std::void_t<decltype(&Fam::tabulate)>> : std::true_type {};
+
 }  // namespace detail
+
+// Hands one layer of series coefficients to the point sets (their columns, in order).
+template <class T>
+void store_series(const SeriesLayer& layer, const std::vector<PointStates<T>*>& states, Recursion<T>& rec) {
+    const Eigen::Index terms = Eigen::Index(layer.terms);
+    rec.terms.push_back(layer.terms);
+    rec.shared_t.emplace_back();
+    rec.shared_tdot.emplace_back();
+    if (layer.shared) {
+        for (Eigen::Index k = 0; k < terms; ++k) {
+            rec.shared_t.back().push_back(T(layer.coef(k, 0) * layer.coef(k, 0)));
+            rec.shared_tdot.back().push_back(T(layer.dcoef(k, 0) * layer.dcoef(k, 0)));
+        }
+    }
+    using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Index offset = 0;
+    for (PointStates<T>* st : states) {
+        const Eigen::Index n = Eigen::Index(st->n);
+        for (auto [table, out] : {std::make_pair(&layer.coef, &st->coef), std::make_pair(&layer.dcoef, &st->dcoef)}) {
+            out->emplace_back(layer.shared ? 0 : std::size_t(terms * n));
+            if (!layer.shared)
+                Eigen::Map<Rows>(out->back().data(), terms, n) = table->middleCols(offset, n).template cast<T>();
+        }
+        offset += n;
+    }
+}
 
 // Runs the per-point recursion for every point set (their squared input norms divided by
 // the input dimension), fixing the common scale exponents, the layer constants and each
@@ -120,12 +160,21 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         const int e_act = Fam::homogeneous ? e_in : 0;
         double act_max = 0.0;
         std::vector<double> tdot(q.size());
-        for (std::size_t i = 0; i < q.size(); ++i) {
-            const double arg = Fam::homogeneous ? q[i] : std::ldexp(q[i], e_in);
-            act_q[i] = act.variance(arg);
-            tdot[i] = act.derivative(arg);
-            act_max = std::max(act_max, act_q[i]);
+        if constexpr (detail::is_tabulated<Fam>::value) {
+            std::vector<double> true_q(q.size());
+            for (std::size_t i = 0; i < q.size(); ++i) true_q[i] = std::ldexp(q[i], e_in);
+            const SeriesLayer layer = act.tabulate(true_q);
+            act_q = layer.variance;
+            tdot = layer.derivative;
+            store_series(layer, states, rec);
+        } else {
+            for (std::size_t i = 0; i < q.size(); ++i) {
+                const double arg = Fam::homogeneous ? q[i] : std::ldexp(q[i], e_in);
+                act_q[i] = act.variance(arg);
+                tdot[i] = act.derivative(arg);
+            }
         }
+        for (double v : act_q) act_max = std::max(act_max, v);
         store(l, act_q, true);
         const double w = net.w_var[l + 1];
         const double b = net.b_var[l + 1];
