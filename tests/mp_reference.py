@@ -42,6 +42,28 @@ def mp_dual(family, params, q1, q2, c):
         q1, q2, c = b * b * q1, b * b * q2, b * b * c
         D = mp.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c)
         return a * a * (2 / pi) * mp.atan2(2 * c, D) + c0 * c0, a * a * b * b * (4 / pi) / D
+    if family == "sin":
+        q1, q2, c = b * b * q1, b * b * q2, b * b * c
+        k = mp.cos(2 * c0)
+        up, down = mp.exp(c - (q1 + q2) / 2), mp.exp(-c - (q1 + q2) / 2)
+        return a * a / 2 * (up - down * k), a * a * b * b / 2 * (up + down * k)
+    if family == "gelu":
+        P, P1 = q1 * q2, (q1 + 1) * (q2 + 1)
+        D = mp.sqrt(P1 - c * c)
+        g = mp.atan2(c, D)
+        T = c / 4 + ((c * c + P * D * D) / (P1 * D) + c * g) / (2 * pi)
+        return T, mpf(1) / 4 + g / (2 * pi) + c / (2 * pi * D) * (1 / D**2 + (1 - P) / P1 + 1)
+    if family == "rectified_monomial":
+        n = int(a)
+        s = mp.sqrt(max(q1 * q2 - c * c, 0))
+        theta = pi / 2 if (s == 0 and c == 0) else mp.atan2(s, c)
+        J = [pi - theta, mp.sin(theta) + (pi - theta) * mp.cos(theta)]
+        for k in range(2, n + 1):
+            J.append((2 * k - 1) * mp.cos(theta) * J[k - 1] + (k - 1) ** 2 * mp.sin(theta) ** 2 * J[k - 2])
+        R = mp.sqrt(q1 * q2)
+        if n == 0:  # the step: T = 0 for a zero-variance input, Tdot = 0 a.e.
+            return (J[0] / (2 * pi) if R > 0 else mpf(0)), mpf(0)
+        return R**n * J[n] / (2 * pi), n * n * R ** (n - 1) * J[n - 1] / (2 * pi)
     raise NotImplementedError(f"no closed form for activation family {family!r}")
 
 

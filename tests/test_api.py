@@ -43,6 +43,10 @@ def test_architecture_is_an_immutable_comparable_value():
         ("sign", act.Sign()),
         ("identity", act.Identity()),
         ("ab_relu", act.ABRelu()),
+        ("sin", act.Sin()),
+        ("Cos", act.Cos()),
+        ("gelu", act.Gelu()),
+        ("rectified_monomial", act.RectifiedMonomial(1)),
     ],
 )
 def test_activation_names(name, expected):

@@ -24,6 +24,12 @@ ntkcore::Activation to_activation(const py::tuple& spec) {
         act.family = ntkcore::Family::sign;
     else if (family == "erf")
         act.family = ntkcore::Family::erf;
+    else if (family == "sin")
+        act.family = ntkcore::Family::sin;
+    else if (family == "gelu")
+        act.family = ntkcore::Family::gelu;
+    else if (family == "rectified_monomial")
+        act.family = ntkcore::Family::rectified_monomial;
     else
         throw std::invalid_argument("unknown activation family '" + family + "'");
     const auto params = spec[1].cast<std::vector<double>>();

@@ -27,6 +27,9 @@ void visit_family(const Activation& act, F&& body) {
         case Family::ab_relu: body(ABRelu<T>(act)); break;
         case Family::sign: body(Sign<T>(act)); break;
         case Family::erf: body(Erf<T>(act)); break;
+        case Family::sin: body(Sin<T>(act)); break;
+        case Family::gelu: body(Gelu<T>(act)); break;
+        case Family::rectified_monomial: body(RectifiedMonomial<T>(act)); break;
     }
 }
 

@@ -16,6 +16,9 @@ enum class Family {
     ab_relu,  // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
     sign,     // sign(x)
     erf,      // a erf(b x) + c
+    sin,      // a sin(b x + c) (cos is sin with c + pi/2)
+    gelu,     // x Phi(x), Phi the standard normal CDF
+    rectified_monomial,  // max(x, 0)^n, n = a in 0..4 (n = 0: the step 1[x > 0])
 };
 
 struct Activation {
@@ -45,6 +48,9 @@ struct Network {
         const Activation& act = activation;
         if (!(std::isfinite(act.a) && std::isfinite(act.b) && std::isfinite(act.c)))
             throw std::invalid_argument("network: activation parameters must be finite");
+        if (act.family == Family::rectified_monomial &&
+            !(act.a == std::floor(act.a) && act.a >= 0.0 && act.a <= 4.0))
+            throw std::invalid_argument("network: rectified monomial needs an integer n in 0..4");
     }
 };
 
