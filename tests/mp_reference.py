@@ -92,6 +92,8 @@ def mp_kernels(net, x1, x2=None, dps=50):
         d = mpf(x1.shape[1])
         w2 = [mpf(w) ** 2 for w in net.W_std]
         b2 = [mpf(b) ** 2 for b in net.b_std]
+        # n_in of each dense layer in the standard parameterization, None in the NTK one
+        fan_in = None if net.parameterization == "ntk" else [x1.shape[1]] + list(net.widths)
         p1 = [[mpf(float(v)) for v in row] for row in x1]
         p2 = p1 if symmetric else [[mpf(float(v)) for v in row] for row in x2]
 
@@ -113,8 +115,11 @@ def mp_kernels(net, x1, x2=None, dps=50):
                 c = mp.fdot(p1[i], p2[j]) / d
                 theta = mpf(0)
                 for layer in range(depth + 1):
+                    if fan_in is not None:  # Theta <- n_in Sigma_old + sigma_w^2 Theta + [b_std > 0]
+                        theta = fan_in[layer] * c + w2[layer] * theta + (1 if b2[layer] > 0 else 0)
                     c = w2[layer] * c + b2[layer]
-                    theta = c + w2[layer] * theta
+                    if fan_in is None:
+                        theta = c + w2[layer] * theta
                     if layer < depth:
                         T, Tdot = mp_dual(family, params, v1[i][layer], v2[j][layer], c)
                         theta = Tdot * theta

@@ -524,6 +524,11 @@ def monte_carlo_kernels(
     b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
     if isinstance(net_or_architecture, FullyConnected):
         arch = net_or_architecture
+        if arch.parameterization != "ntk":
+            raise ValueError(
+                "monte_carlo_kernels needs an NTK-parameterization architecture: the finite "
+                f"networks implement only that one, got parameterization={arch.parameterization!r}"
+            )
         if width is None:
             raise ValueError("width is required when net_or_architecture is a FullyConnected")
         widths = [a.shape[1]] + [width] * arch.depth + [n_outputs]

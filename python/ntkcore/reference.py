@@ -181,6 +181,12 @@ def dual_diagonal(activation, q):
     return np.array(T, dtype=np.float64), np.array(Tdot, dtype=np.float64)
 
 
+def _fan_in(net, dim):
+    """n_in of each dense layer in the standard parameterization (input dim, then the
+    hidden widths); None in the NTK parameterization."""
+    return None if net.parameterization == "ntk" else (dim,) + tuple(net.widths)
+
+
 def _points(x):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
@@ -194,8 +200,9 @@ def kernels(net, x1, x2=None):
     Parameters
     ----------
     net : ntkcore.FullyConnected
-        Uses ``net.depth``, ``net.activation`` and the per-layer tuples
-        ``net.W_std``, ``net.b_std`` (``depth + 1`` entries each).
+        Uses ``net.depth``, ``net.activation``, the per-layer tuples
+        ``net.W_std``, ``net.b_std`` (``depth + 1`` entries each) and, in the standard
+        parameterization, ``net.widths``.
     x1 : array_like, shape (N1, d)
     x2 : array_like, shape (N2, d), optional
         ``None`` means ``x1``; the diagonal is then computed from the per-point
@@ -218,14 +225,19 @@ def kernels(net, x1, x2=None):
     if symmetric:
         np.fill_diagonal(c, q1)
     theta = np.zeros_like(c)
+    fan_in = _fan_in(net, d)
     for layer in range(net.depth + 1):
         w2 = net.W_std[layer] ** 2
         b2 = net.b_std[layer] ** 2
-        # Dense (ntk): Sigma <- sigma_w^2 Sigma + sigma_b^2 ; Theta <- Sigma_new + sigma_w^2 Theta
+        if fan_in is not None:
+            # Dense (std): Theta <- n_in Sigma_old + sigma_w^2 Theta + [b_std > 0]
+            theta = fan_in[layer] * c + w2 * theta + (1.0 if b2 > 0 else 0.0)
+        # Dense: Sigma <- sigma_w^2 Sigma + sigma_b^2 ; (ntk) Theta <- Sigma_new + sigma_w^2 Theta
         q1 = w2 * q1 + b2
         q2 = w2 * q2 + b2
         c = w2 * c + b2
-        theta = c + w2 * theta
+        if fan_in is None:
+            theta = c + w2 * theta
         if layer == net.depth:
             break
         # phi: Sigma <- T(Sigma) ; Theta <- Tdot(Sigma_old) * Theta
@@ -258,11 +270,15 @@ def diagonal(net, x):
     act = net.activation
     q = np.sum(x * x, axis=1) / x.shape[1]
     theta = np.zeros_like(q)
+    fan_in = _fan_in(net, x.shape[1])
     for layer in range(net.depth + 1):
         w2 = net.W_std[layer] ** 2
         b2 = net.b_std[layer] ** 2
+        if fan_in is not None:
+            theta = fan_in[layer] * q + w2 * theta + (1.0 if b2 > 0 else 0.0)
         q = w2 * q + b2
-        theta = q + w2 * theta
+        if fan_in is None:
+            theta = q + w2 * theta
         if layer == net.depth:
             break
         T, Tdot = dual_diagonal(act, q)

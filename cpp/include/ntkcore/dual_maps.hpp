@@ -8,8 +8,9 @@
 //
 // After the activation, a pair has covariance c_a, d_a = q1a q2a - c_a^2 and
 // dist2_a = q1a + q2a - 2 c_a (the variance of phi(u) - phi(v)); the dense layer maps them by
-//     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- c + w_ntk Tdot theta,
-// every term nonnegative.  The activation writes c_a = Ra (1 - h), d_a = Ra^2 h (2 - h),
+//     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- (s c_a + o) + w_ntk Tdot theta,
+// every term nonnegative, with (s, o) = (w, b) in the NTK parameterization (the first term is
+// c) and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2).  The activation writes c_a = Ra (1 - h), d_a = Ra^2 h (2 - h),
 // dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each factor
 // evaluated without cancellation.
 #pragma once
@@ -30,6 +31,8 @@ struct DenseStep {
     T w;      // weight variance applied to the activation's output
     T b;      // bias variance
     T w_ntk;  // weight variance applied to the NTK carried through the activation
+    T sigma_ntk;  // factor of the activation's covariance in the NTK: w, or n_in (standard)
+    T bias_ntk;   // constant of the NTK: b, or [b_std > 0] (standard)
 };
 
 // Angles of a pair from R = sqrt(q1 q2), its inverse (0 for R = 0), |c| and d:
@@ -70,7 +73,7 @@ inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdo
                        T& theta) {
     c = dense.w * c_a + dense.b;
     d = dense.w * dense.w * d_a + dense.w * dense.b * dist2_a;
-    theta = c + dense.w_ntk * tdot * theta;
+    theta = (dense.sigma_ntk * c_a + dense.bias_ntk) + dense.w_ntk * tdot * theta;
 }
 
 // What an angle-based activation (ABReLU family, sign) gives for one pair: Ra, the factors

@@ -1,6 +1,6 @@
 // The architecture: a fully-connected network of `depth` activations between
-// depth + 1 dense layers (SPEC sec. 1), described by its activation and the
-// per-layer weight and bias variances.
+// depth + 1 dense layers (SPEC sec. 1), described by its activation, the per-layer
+// weight and bias variances and its parameterization (SPEC sec. 1-2).
 #pragma once
 
 #include <cmath>
@@ -32,6 +32,10 @@ struct Network {
     Activation activation;
     std::vector<double> w_var;  // sigma_w^2 of each dense layer, depth + 1 entries
     std::vector<double> b_var;  // sigma_b^2 of each dense layer, depth + 1 entries
+    // Standard parameterization: the NTK's dense step needs the fan-in of each layer, the
+    // input dimension (given with the inputs) and then the hidden widths n_1..n_depth.
+    bool standard = false;
+    std::vector<double> widths;  // depth entries when standard, else empty
 
     std::size_t depth() const { return w_var.size() - 1; }
 
@@ -45,6 +49,13 @@ struct Network {
                 throw std::invalid_argument("network: variances of layer " + std::to_string(l) +
                                             " must be finite and >= 0");
         }
+        if (widths.size() != (standard ? depth() : 0))
+            throw std::invalid_argument(
+                "network: widths needs one entry per hidden layer in the standard "
+                "parameterization and none in the NTK parameterization");
+        for (double n : widths)
+            if (!(std::isfinite(n) && n >= 1.0))
+                throw std::invalid_argument("network: widths must be finite and >= 1");
         const Activation& act = activation;
         if (!(std::isfinite(act.a) && std::isfinite(act.b) && std::isfinite(act.c)))
             throw std::invalid_argument("network: activation parameters must be finite");
