@@ -194,7 +194,10 @@ class Sin(Activation):
 
 @dataclass(frozen=True)
 class Cos(Activation):
-    """``phi(x) = a * cos(b * x + c)``: the ``sin`` family with phase ``c + pi/2``."""
+    """``phi(x) = a * cos(b * x + c)``: the ``sin`` family with phase ``c + pi/2``.
+
+    Accuracy as :class:`Sin`.
+    """
 
     a: float = 1.0
     b: float = 1.0
@@ -234,6 +237,12 @@ class RectifiedMonomial(Activation):
     the NNGP kernel of the last layer, as for :class:`Sign`); ``n = 1`` is :class:`Relu`.
     For ``n >= 2`` the output variance grows like ``q**n`` per layer, so deep networks
     overflow quickly unless ``W_std`` is small.
+
+    Accuracy against a 50-digit evaluation, relative to ``sqrt(K(x, x) K(x', x'))``, every
+    pair (duplicate, rescaled, negated and nearly collinear ones included): ~1e-16 times
+    ``n**depth``, the problem's own condition number (measured 3e-15, 7e-15, 1.6e-14 for
+    n = 2, 3, 4 at depth 3).  The step, like Sign, is only backward stable for pairs at
+    angles below ~1e-8: measured 5e-11 at angle 4e-10 and up to 1e-6 at angle ~1e-16 (depth 3).
     """
 
     n: int = 1

@@ -130,8 +130,10 @@ class MLP:
         of outputs; ``len(widths) - 1`` dense layers.
     activation : str or ntkcore.activations.Activation
         A closed-form family (``"relu"``, ``"leaky_relu"``, ``"abs"``, ``"identity"``,
-        ``"sign"``, ``"erf"``, ``ABRelu(a, b)``, ``Erf(a, b, c)``, ...), as for
-        :class:`ntkcore.FullyConnected`.  ``sign`` has derivative 0.
+        ``"sign"``, ``"erf"``, ``"gelu"``, ``ABRelu(a, b)``, ``Erf(a, b, c)``,
+        ``Sin(a, b, c)``, ``Cos(a, b, c)``, ``RectifiedMonomial(n)``, ...), as for
+        :class:`ntkcore.FullyConnected`.  ``sign`` and the step ``RectifiedMonomial(0)``
+        have derivative 0.
     W_std, b_std : float >= 0, or one value per dense layer
         sigma_w and sigma_b.
     parameterization : "ntk"

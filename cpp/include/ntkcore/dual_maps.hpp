@@ -463,44 +463,38 @@ struct RectifiedMonomial {
                         const T omc = acute ? g.one_minus_cos_phi : g.one_plus_cos_phi;
                         const T sin2 = g.one_minus_cos_phi * g.one_plus_cos_phi;
                         const T theta_angle = acute ? g.phi : pi - g.phi;
-                        T j_prev = pi - theta_angle, d_prev = theta_angle;  // J_0, delta_0
-                        T j_cur = acute ? pi * g.cos_phi + g.s_term : g.s_term;
-                        T d_cur = acute ? pi * g.one_minus_cos_phi - g.s_term : pi - g.s_term;
-                        T j0_prev = pi;  // J_{k-1}(0)
-                        if (n == 0) {
-                            j_cur = j_prev;
-                            d_cur = d_prev;
-                        }
+                        T j_lower = pi - theta_angle, d_lower = theta_angle;  // J_0, delta_0
+                        T j_k = acute ? pi * g.cos_phi + g.s_term : g.s_term;  // J_1
+                        T d_k = acute ? pi * g.one_minus_cos_phi - g.s_term : pi - g.s_term;
+                        T j0_lower = pi;  // J_{k-1}(0)
                         for (int k = 2; k <= n; ++k) {
                             const T odd = T(2 * k - 1), sq = T((k - 1) * (k - 1));
-                            const T j_next = odd * cos_t * j_cur + sq * sin2 * j_prev;
-                            const T d_next = odd * (j0_prev * omc + cos_t * d_cur) - sq * sin2 * j_prev;
-                            j0_prev *= odd;
-                            j_prev = j_cur;
-                            j_cur = j_next;
-                            d_cur = d_next;
+                            const T j_next = odd * cos_t * j_k + sq * sin2 * j_lower;
+                            const T d_next = odd * (j0_lower * omc + cos_t * d_k) - sq * sin2 * j_lower;
+                            j0_lower *= odd;
+                            j_lower = j_k;
+                            j_k = j_next;
+                            d_k = d_next;
                         }
-                        AngleMap<T> a;
-                        T lower = ri - rj, sum = T(0), power = T(1);  // ri^n - rj^n = lower * sum
+                        // Now J_n = j_k and J_{n-1} = j_lower for n >= 1; the step uses J_0.
+                        const T j_n = n == 0 ? j_lower : j_k, d_n = n == 0 ? d_lower : d_k;
+                        // sqrt(q1a) - sqrt(q2a) = sqrt(ra_factor scale^n) (ri^n - rj^n) with
+                        // ri^n - rj^n = (ri - rj) sum_k ri^k rj^(n-1-k), or the step's 1[ri > 0] - 1[rj > 0].
+                        T sum = T(0), power = T(1);
                         for (int k = 0; k < n; ++k) {
                             sum = sum * rj + power;
                             power *= ri;
                         }
-                        if (n == 0) {
-                            const T in1 = ri > T(0) ? T(1) : T(0), in2 = rj > T(0) ? T(1) : T(0);
-                            a.ra = ra_factor * in1 * in2;
-                            lower = in1 - in2;
-                            sum = T(1);
-                        } else {
-                            a.ra = ra_factor * int_power(r * scale, n);
-                        }
-                        a.one_minus_h = j_cur / j0n;
-                        a.h = d_cur / j0n;
+                        const T in1 = ri > T(0) ? T(1) : T(0), in2 = rj > T(0) ? T(1) : T(0);
+                        const T spread = n == 0 ? in1 - in2 : (ri - rj) * sum;
+                        AngleMap<T> a;
+                        a.ra = ra_factor * (n == 0 ? in1 * in2 : int_power(r * scale, n));
+                        a.one_minus_h = j_n / j0n;
+                        a.h = d_n / j0n;
                         a.two_minus_h = T(1) + a.one_minus_h;
-                        a.spread2 = ra_factor * (n == 0 ? T(1) : scale_n) * (lower * sum) * (lower * sum);
-                        const T j_lower = n >= 2 ? j_prev : (acute ? pi - g.phi : g.phi);
+                        a.spread2 = ra_factor * (n == 0 ? T(1) : scale_n) * spread * spread;
                         const T tdot = tdot_factor * (n >= 1 ? int_power(r * scale, n - 1) : T(0)) * j_lower;
-                        a.tdot = r > T(0) || n != 1 ? tdot : T(0.25);
+                        a.tdot = r > T(0) || n != 1 ? tdot : T(0.25);  // R = 0: orthogonal, as ReLU
                         return a;
                     });
     }
