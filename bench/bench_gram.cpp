@@ -134,7 +134,7 @@ void run(const Options& o) {
                 }
                 const ntkcore::LayerInputs<T> in{r.data(),  r.data(), ir.data(), ir.data(), q.data(),
                                                  q.data(),  ra.data(), ra.data(), T(1)};
-                const ntkcore::DenseStep<T> dense{T(1), T(0.01), T(1)};
+                const ntkcore::DenseStep<T> dense{T(1), T(0.01), T(1), T(1), T(0.01)};
                 volatile T sink = 0;
                 const double t_roof = best_seconds(o.repeats, [&] {
                     ntkcore::detail::visit_family<T>(net.activation, [&](const auto& act) {

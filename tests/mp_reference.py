@@ -42,6 +42,28 @@ def mp_dual(family, params, q1, q2, c):
         q1, q2, c = b * b * q1, b * b * q2, b * b * c
         D = mp.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c)
         return a * a * (2 / pi) * mp.atan2(2 * c, D) + c0 * c0, a * a * b * b * (4 / pi) / D
+    if family == "sin":
+        q1, q2, c = b * b * q1, b * b * q2, b * b * c
+        k = mp.cos(2 * c0)
+        up, down = mp.exp(c - (q1 + q2) / 2), mp.exp(-c - (q1 + q2) / 2)
+        return a * a / 2 * (up - down * k), a * a * b * b / 2 * (up + down * k)
+    if family == "gelu":
+        P, P1 = q1 * q2, (q1 + 1) * (q2 + 1)
+        D = mp.sqrt(P1 - c * c)
+        g = mp.atan2(c, D)
+        T = c / 4 + ((c * c + P * D * D) / (P1 * D) + c * g) / (2 * pi)
+        return T, mpf(1) / 4 + g / (2 * pi) + c / (2 * pi * D) * (1 / D**2 + (1 - P) / P1 + 1)
+    if family == "rectified_monomial":
+        n = int(a)
+        s = mp.sqrt(max(q1 * q2 - c * c, 0))
+        theta = pi / 2 if (s == 0 and c == 0) else mp.atan2(s, c)
+        J = [pi - theta, mp.sin(theta) + (pi - theta) * mp.cos(theta)]
+        for k in range(2, n + 1):
+            J.append((2 * k - 1) * mp.cos(theta) * J[k - 1] + (k - 1) ** 2 * mp.sin(theta) ** 2 * J[k - 2])
+        R = mp.sqrt(q1 * q2)
+        if n == 0:  # the step: T = 0 for a zero-variance input, Tdot = 0 a.e.
+            return (J[0] / (2 * pi) if R > 0 else mpf(0)), mpf(0)
+        return R**n * J[n] / (2 * pi), n * n * R ** (n - 1) * J[n - 1] / (2 * pi)
     raise NotImplementedError(f"no closed form for activation family {family!r}")
 
 
@@ -70,6 +92,8 @@ def mp_kernels(net, x1, x2=None, dps=50):
         d = mpf(x1.shape[1])
         w2 = [mpf(w) ** 2 for w in net.W_std]
         b2 = [mpf(b) ** 2 for b in net.b_std]
+        # n_in of each dense layer in the standard parameterization, None in the NTK one
+        fan_in = None if net.parameterization == "ntk" else [x1.shape[1]] + list(net.widths)
         p1 = [[mpf(float(v)) for v in row] for row in x1]
         p2 = p1 if symmetric else [[mpf(float(v)) for v in row] for row in x2]
 
@@ -91,8 +115,11 @@ def mp_kernels(net, x1, x2=None, dps=50):
                 c = mp.fdot(p1[i], p2[j]) / d
                 theta = mpf(0)
                 for layer in range(depth + 1):
+                    if fan_in is not None:  # Theta <- n_in Sigma_old + sigma_w^2 Theta + [b_std > 0]
+                        theta = fan_in[layer] * c + w2[layer] * theta + (1 if b2[layer] > 0 else 0)
                     c = w2[layer] * c + b2[layer]
-                    theta = c + w2[layer] * theta
+                    if fan_in is None:
+                        theta = c + w2[layer] * theta
                     if layer < depth:
                         T, Tdot = mp_dual(family, params, v1[i][layer], v2[j][layer], c)
                         theta = Tdot * theta

@@ -43,6 +43,10 @@ def test_architecture_is_an_immutable_comparable_value():
         ("sign", act.Sign()),
         ("identity", act.Identity()),
         ("ab_relu", act.ABRelu()),
+        ("sin", act.Sin()),
+        ("Cos", act.Cos()),
+        ("gelu", act.Gelu()),
+        ("rectified_monomial", act.RectifiedMonomial(1)),
     ],
 )
 def test_activation_names(name, expected):
@@ -93,9 +97,9 @@ def test_scales_are_checked(arg, value, error):
         ntkcore.FullyConnected(2, **{arg: value})
 
 
-def test_parameterization_other_than_ntk_is_refused():
+def test_unknown_parameterization_is_refused():
     with pytest.raises(ValueError, match="parameterization"):
-        ntkcore.FullyConnected(2, parameterization="standard")
+        ntkcore.FullyConnected(2, parameterization="mean_field")
 
 
 # --- kernels: shapes, dtypes, conversions -----------------------------------------------

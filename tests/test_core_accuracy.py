@@ -62,9 +62,9 @@ def test_core_is_exact_on_collinear_pairs(activation):
         for i, name in enumerate(("nngp", "ntk")):
             scale = natural_scale(getattr(d1, name), getattr(d2, name))
             err = np.abs(getattr(got, name) - exact[i]) / np.where(scale > 0, scale, 1)
-            if isinstance(activation, act.Sign) and x2 is None:
-                # sign's T = 1 - 2 theta / pi has infinite slope at theta = 0 and every layer
-                # takes a square root of the angle: the pair that differs by 1e-9 (angle 4e-10)
+            if activation in (act.Sign(), act.RectifiedMonomial(0)) and x2 is None:
+                # sign's T = 1 - 2 theta / pi (and the step's (pi - theta) / (2 pi)) has infinite
+                # slope at theta = 0 and every layer takes a square root of the angle: the pair that differs by 1e-9 (angle 4e-10)
                 # inherits the ~1e-16 rounding of the input angle amplified to ~1e-10.  The core
                 # is backward stable there, not forward exact; all other pairs are exact.
                 assert err[10, 11] <= 1e-9

@@ -199,7 +199,9 @@ def _rel(a, b):
 
 @pytest.mark.parametrize(
     "activation, w_std, b_std",
-    [("relu", 2**0.5, 0.1), (act.Erf(a=1.0, b=1.2), 1.5, 0.3), ("abs", 1.0, 0.2), ("tanh", 1.5, 0.1)],
+    [("relu", 2**0.5, 0.1), (act.Erf(a=1.0, b=1.2), 1.5, 0.3), ("abs", 1.0, 0.2),
+     (act.Sin(1.2, 1.1, 0.3), 1.3, 0.2), (act.Cos(), 1.2, 0.1), ("gelu", 1.5, 0.1),
+     (act.RectifiedMonomial(0), 1.0, 0.3), ("tanh", 1.5, 0.1)],
 )
 def test_monte_carlo_converges_like_one_over_sqrt_width_times_samples(activation, w_std, b_std):
     arch = ntkcore.FullyConnected(2, activation, W_std=w_std, b_std=b_std)

@@ -27,12 +27,16 @@ from ntkcore import reference
 from ntkcore.activations import (
     ABRelu,
     Abs,
+    Cos,
     Erf,
+    Gelu,
     Identity,
     LeakyRelu,
+    RectifiedMonomial,
     Relu,
     Sign,
     SigmoidLike,
+    Sin,
 )
 from ntkcore.network import FullyConnected
 
@@ -170,6 +174,13 @@ ALL_ACTIVATIONS = {
     "Sign": Sign(),
     "Erf": Erf(1.3, 0.7, 0.2),
     "SigmoidLike": SigmoidLike(),
+    "Sin": Sin(1.3, 0.7, 0.4),
+    "Cos": Cos(0.8, 1.2, 0.1),
+    "Gelu": Gelu(),
+    "Step": RectifiedMonomial(0),
+    "Relu2": RectifiedMonomial(2),
+    "Relu3": RectifiedMonomial(3),
+    "Relu4": RectifiedMonomial(4),
 }
 
 
@@ -234,6 +245,19 @@ def _ab(a, b):
     return (lambda x: np.where(x < 0, a * x, b * x)), (lambda x: np.where(x < 0, a, b).astype(float))
 
 
+def _relu_power(n):
+    return (
+        lambda x: np.where(x > 0, np.maximum(x, 0.0) ** n, 0.0),
+        lambda x: np.where(x > 0, n * np.maximum(x, 0.0) ** max(n - 1, 0), 0.0) if n else np.zeros_like(x),
+    )
+
+
+def _gelu():
+    from scipy.special import ndtr
+
+    return (lambda x: x * ndtr(x)), (lambda x: ndtr(x) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi))
+
+
 def _erf_act(a, b, c0):
     return (
         lambda x: a * _erf(b * x) + c0,
@@ -251,6 +275,13 @@ PHI = {
     "Sign": (np.sign, np.zeros_like),
     "Erf": _erf_act(1.3, 0.7, 0.2),
     "SigmoidLike": _erf_act(0.5, 1 / 2.40206, 0.5),
+    "Sin": (lambda x: 1.3 * np.sin(0.7 * x + 0.4), lambda x: 1.3 * 0.7 * np.cos(0.7 * x + 0.4)),
+    "Cos": (lambda x: 0.8 * np.cos(1.2 * x + 0.1), lambda x: -0.8 * 1.2 * np.sin(1.2 * x + 0.1)),
+    "Gelu": _gelu(),
+    "Step": _relu_power(0),
+    "Relu2": _relu_power(2),
+    "Relu3": _relu_power(3),
+    "Relu4": _relu_power(4),
 }
 
 # (q1, q2, c): generic, strongly (anti)correlated, exactly (anti)collinear (c^2 == q1 q2 exactly
@@ -344,11 +375,13 @@ def test_dual_diagonal_equals_dual(name):
 
 @pytest.mark.parametrize("name", list(ALL_ACTIVATIONS))
 def test_zero_variance_is_orthogonal(name):
-    """With u == 0, T = phi(0) E[phi(v)]: 0 for ABReLU and Sign (sign(0) = 0), c0^2 for erf."""
+    """With u == 0, T = phi(0) E[phi(v)], v ~ N(0, 2): 0 for ABReLU, Sign, the rectified
+    monomials (the step too: 1[0 > 0] = 0) and Gelu, phi(0) times a Gauss-Hermite mean else."""
     act = ALL_ACTIVATIONS[name]
     phi = PHI[name][0]
-    c0 = act.core_params[2] if act.family == "erf" else 0.0
-    expected = float(phi(np.array(0.0))) * c0  # E[a erf(b v) + c0] = c0; E[phi(v)] irrelevant if phi(0) = 0
+    nodes, weights = np.polynomial.hermite_e.hermegauss(100)
+    mean = np.sum(weights * phi(math.sqrt(2.0) * nodes)) / math.sqrt(2 * math.pi)
+    expected = float(phi(np.array(0.0))) * mean
     T, _ = reference.dual(act, 0.0, 2.0, 0.0)
     assert T == pytest.approx(expected, abs=1e-15)
     T0, _ = reference.dual_diagonal(act, 0.0)

@@ -76,6 +76,12 @@ ntkcore::Activation to_activation(const py::tuple& spec) {
         act.family = ntkcore::Family::sign;
     else if (family == "erf")
         act.family = ntkcore::Family::erf;
+    else if (family == "sin")
+        act.family = ntkcore::Family::sin;
+    else if (family == "gelu")
+        act.family = ntkcore::Family::gelu;
+    else if (family == "rectified_monomial")
+        act.family = ntkcore::Family::rectified_monomial;
     else
         throw std::invalid_argument("unknown activation family '" + family + "'");
     const auto params = spec[1].cast<std::vector<double>>();
@@ -86,13 +92,19 @@ ntkcore::Activation to_activation(const py::tuple& spec) {
     return act;
 }
 
-// The network as the Python layer passes it: (family, (a, b, c), w_var, b_var).
+// The network as the Python layer passes it: (family, (a, b, c), w_var, b_var[, widths]),
+// widths None (or absent) for the NTK parameterization, the hidden widths for the standard one.
 ntkcore::Network to_network(const py::tuple& spec) {
-    if (spec.size() != 4) throw std::invalid_argument("network spec must have 4 entries");
+    if (spec.size() != 4 && spec.size() != 5)
+        throw std::invalid_argument("network spec must have 4 or 5 entries");
     ntkcore::Network net;
     net.activation = to_activation(spec);
     net.w_var = spec[2].cast<std::vector<double>>();
     net.b_var = spec[3].cast<std::vector<double>>();
+    if (spec.size() == 5 && !spec[4].is_none()) {
+        net.standard = true;
+        net.widths = spec[4].cast<std::vector<double>>();
+    }
     net.validate();
     return net;
 }

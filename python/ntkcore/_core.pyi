@@ -1,11 +1,16 @@
 # Type stubs of the compiled modules ntkcore._core, _core_avx2 and _core_avx512 (same API).
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
-# (family, (a, b, c), w_var per dense layer, b_var per dense layer)
-NetworkSpec = Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float]]
+# (family, (a, b, c), w_var per dense layer, b_var per dense layer[, widths]): widths None or
+# absent for the NTK parameterization, the hidden widths for the standard one (kernels only;
+# the finite-MLP functions take the 4-entry form)
+NetworkSpec = Union[
+    Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float]],
+    Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float], Optional[Sequence[float]]],
+]
 
 openmp: bool
 

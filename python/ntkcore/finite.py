@@ -130,8 +130,10 @@ class MLP:
         of outputs; ``len(widths) - 1`` dense layers.
     activation : str or ntkcore.activations.Activation
         A closed-form family (``"relu"``, ``"leaky_relu"``, ``"abs"``, ``"identity"``,
-        ``"sign"``, ``"erf"``, ``ABRelu(a, b)``, ``Erf(a, b, c)``, ...), as for
-        :class:`ntkcore.FullyConnected`.  ``sign`` has derivative 0.
+        ``"sign"``, ``"erf"``, ``"gelu"``, ``ABRelu(a, b)``, ``Erf(a, b, c)``,
+        ``Sin(a, b, c)``, ``Cos(a, b, c)``, ``RectifiedMonomial(n)``, ...), as for
+        :class:`ntkcore.FullyConnected`.  ``sign`` and the step ``RectifiedMonomial(0)``
+        have derivative 0.
     W_std, b_std : float >= 0, or one value per dense layer
         sigma_w and sigma_b.
     parameterization : "ntk"
@@ -524,6 +526,11 @@ def monte_carlo_kernels(
     b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
     if isinstance(net_or_architecture, FullyConnected):
         arch = net_or_architecture
+        if arch.parameterization != "ntk":
+            raise ValueError(
+                "monte_carlo_kernels needs an NTK-parameterization architecture: the finite "
+                f"networks implement only that one, got parameterization={arch.parameterization!r}"
+            )
         if width is None:
             raise ValueError("width is required when net_or_architecture is a FullyConnected")
         widths = [a.shape[1]] + [width] * arch.depth + [n_outputs]

@@ -57,6 +57,28 @@ def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
     return tuple(out)
 
 
+def _hidden_widths(value, depth: int) -> Tuple[int, ...]:
+    """An int or one int >= 1 per hidden layer (``depth``), as a tuple of ints."""
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}")
+    values = (value,) * depth if isinstance(value, numbers.Integral) else value
+    try:
+        values = tuple(values)
+    except TypeError as exc:
+        raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}") from exc
+    if len(values) != depth:
+        raise ValueError(
+            f"widths must be an integer or have one entry per hidden layer (depth = {depth}), "
+            f"got {len(values)} entries"
+        )
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"widths entries must be integers >= 1, got {v!r}")
+        if v < 1:
+            raise ValueError(f"widths entries must be >= 1, got {v!r}")
+    return tuple(int(v) for v in values)
+
+
 def _format_scales(values: Tuple[float, ...]) -> str:
     """Per-layer scales for a repr: the scalar when all layers share it, else the tuple."""
     return repr(values[0]) if len(set(values)) == 1 else repr(values)
@@ -80,8 +102,14 @@ class FullyConnected:
     W_std, b_std : float >= 0, or a sequence of ``depth + 1`` floats
         Weight and bias standard deviations (sigma_w, sigma_b), one per dense
         layer when a sequence is given.  Stored as tuples.
-    parameterization : "ntk"
-        The NTK parameterization of SPEC sec. 1 (the only one so far).
+    parameterization : "ntk" or "standard"
+        SPEC sec. 1-2.  Both give the same NNGP kernel; the standard parameterization's
+        NTK, ``Theta <- n_in Sigma + W_std^2 Theta + [b_std > 0]`` per dense layer, grows
+        with the widths.
+    widths : int >= 1 or a sequence of ``depth`` ints, standard parameterization only
+        The hidden widths n_1..n_L (the fan-in of dense layers 2..L+1; the first layer's is
+        the input dimension).  An int is used for every hidden layer; stored as a tuple.
+        Required for ``"standard"``, refused for ``"ntk"``.
     """
 
     depth: int
@@ -89,6 +117,7 @@ class FullyConnected:
     W_std: Scale = 1.0
     b_std: Scale = 0.0
     parameterization: str = "ntk"
+    widths: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         depth = self.depth
@@ -101,17 +130,27 @@ class FullyConnected:
         object.__setattr__(self, "activation", _activations.get(self.activation))
         object.__setattr__(self, "W_std", _layer_scales(self.W_std, "W_std", depth))
         object.__setattr__(self, "b_std", _layer_scales(self.b_std, "b_std", depth))
-        if self.parameterization != "ntk":
+        if self.parameterization not in ("ntk", "standard"):
             raise ValueError(
-                f"parameterization must be 'ntk', got {self.parameterization!r} "
-                "(the standard parameterization is not implemented yet)"
+                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
+            )
+        if self.parameterization == "standard":
+            if self.widths is None:
+                raise ValueError("widths (the hidden widths) are required for parameterization='standard'")
+            object.__setattr__(self, "widths", _hidden_widths(self.widths, depth))
+        elif self.widths is not None:
+            raise ValueError(
+                "widths only apply to parameterization='standard': the NTK parameterization's "
+                "kernels do not depend on the widths"
             )
 
     def __repr__(self) -> str:
         return (
             f"FullyConnected(depth={self.depth}, activation={self.activation!r}, "
             f"W_std={_format_scales(self.W_std)}, b_std={_format_scales(self.b_std)}, "
-            f"parameterization={self.parameterization!r})"
+            f"parameterization={self.parameterization!r}"
+            + ("" if self.widths is None else f", widths={self.widths!r}")
+            + ")"
         )
 
     def _core_network(self):
@@ -121,6 +160,7 @@ class FullyConnected:
             act.core_params,
             [w * w for w in self.W_std],
             [b * b for b in self.b_std],
+            None if self.widths is None else [float(n) for n in self.widths],
         )
 
     def kernels(

@@ -14,6 +14,9 @@ instead of 0: NNGP ~1e-15, NTK of the ABReLU family up to ~2e-8.  Sign is much
 worse there, because ``T = 1 - 2 theta/pi`` has infinite slope at ``rho = 1``:
 a 1e-8 error in theta grows like a square root per layer, ~1e-2 at depth 3.
 Erf loses ~``eps * q`` to the subtraction in ``A1 A2 - 4 c^2`` (1e-15 for q ~ 1).
+RectifiedMonomial behaves like the ABReLU family (its step, n = 0, like Sign); Sin, Cos
+and Gelu are smooth in the covariance and lose only ~eps there, but Sin's plain
+``1 - cos(2 c0) e^{-2 q}`` loses relative accuracy for tiny variances.
 
 Notation (SPEC sec. 3): ``P = q1 q2``, ``s = sqrt(max(P - c^2, 0))``,
 ``theta = atan2(s, c)`` in [0, pi], and ``theta = pi/2`` when ``s = c = 0``
@@ -85,12 +88,45 @@ def dual(activation, q1, q2, c):
         D = np.sqrt(A1 * A2 - 4 * c * c)
         T = a * a * (2 / np.pi) * np.arctan2(2 * c, D) + c0 * c0
         Tdot = a * a * b * b * (4 / np.pi) / D
+    elif act.family == "sin":
+        q1, q2, c = b * b * q1, b * b * q2, b * b * c  # sin(b x + c0): scale the covariance
+        k = np.cos(2 * c0)
+        T = a * a / 2 * (np.exp(c - (q1 + q2) / 2) - np.exp(-c - (q1 + q2) / 2) * k)
+        Tdot = a * a * b * b / 2 * (np.exp(c - (q1 + q2) / 2) + np.exp(-c - (q1 + q2) / 2) * k)
+    elif act.family == "gelu":
+        P = q1 * q2
+        P1 = (q1 + 1) * (q2 + 1)
+        D = np.sqrt(P1 - c * c)
+        g = np.arctan2(c, D)
+        T = c / 4 + ((c * c + P * D * D) / (P1 * D) + c * g) / (2 * np.pi)
+        Tdot = 1 / 4 + g / (2 * np.pi) + c / (2 * np.pi * D) * (1 / D**2 + (1 - P) / P1 + 1)
+    elif act.family == "rectified_monomial":
+        n = int(a)
+        s, theta = _angle(q1, q2, c)
+        J = _arc_cosine_J(n, theta)
+        R = np.sqrt(q1 * q2)
+        T = R**n * J[n] / (2 * np.pi)
+        T = np.where(R > 0, T, 0.0) if n == 0 else T  # the step of a zero-variance input is 0
+        Tdot = n * n * R ** (n - 1) * J[n - 1] / (2 * np.pi) if n > 0 else np.zeros_like(T)
     elif act.family == "numerical":
         T, Tdot = _gauss_hermite(act, q1, q2, c)
     else:
         raise NotImplementedError(f"no closed form for activation family {act.family!r}")
     T, Tdot = np.broadcast_arrays(T, Tdot)
     return np.array(T, dtype=np.float64), np.array(Tdot, dtype=np.float64)
+
+
+def _arc_cosine_J(n, theta):
+    """Cho & Saul's J_0 .. J_n at ``theta`` by their recurrence (SPEC sec. 3)."""
+    J = [np.pi - theta, np.sin(theta) + (np.pi - theta) * np.cos(theta)]
+    for k in range(2, n + 1):
+        J.append((2 * k - 1) * np.cos(theta) * J[k - 1] + (k - 1) ** 2 * np.sin(theta) ** 2 * J[k - 2])
+    return J
+
+
+def _double_factorial_odd(n):
+    """(2n - 1)!! = 1 * 3 * ... * (2n - 1); 1 for n = 0."""
+    return float(np.prod(np.arange(1, 2 * n, 2))) if n > 0 else 1.0
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -186,12 +222,36 @@ def dual_diagonal(activation, q):
         q = b * b * q
         T = a * a * (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) + c0 * c0
         Tdot = a * a * b * b * (4 / np.pi) / np.sqrt(1 + 4 * q)  # (1+2q)^2 - 4q^2 = 1 + 4q
+    elif act.family == "sin":
+        q = b * b * q
+        T = a * a / 2 * (1 - np.cos(2 * c0) * np.exp(-2 * q))
+        Tdot = a * a * b * b / 2 * (1 + np.cos(2 * c0) * np.exp(-2 * q))
+    elif act.family == "gelu":
+        D = np.sqrt(1 + 2 * q)  # (q+1)^2 - q^2
+        g = np.arctan2(q, D)
+        T = q / 4 + ((q * q + q * q * D * D) / ((q + 1) ** 2 * D) + q * g) / (2 * np.pi)
+        Tdot = 1 / 4 + g / (2 * np.pi) + q / (2 * np.pi * D) * (1 / D**2 + (1 - q * q) / (q + 1) ** 2 + 1)
+    elif act.family == "rectified_monomial":
+        n = int(a)
+        T = _double_factorial_odd(n) * q**n / 2 if n > 0 else np.where(q > 0, 0.5, 0.0)
+        if n == 0:
+            Tdot = np.zeros_like(q)
+        elif n == 1:
+            Tdot = np.where(q > 0, 0.5, 0.25)  # zero variance: orthogonal (theta = pi/2)
+        else:
+            Tdot = n * n * _double_factorial_odd(n - 1) * q ** (n - 1) / 2
     elif act.family == "numerical":
         return dual(act, q, q, q)
     else:
         raise NotImplementedError(f"no closed form for activation family {act.family!r}")
     T, Tdot = np.broadcast_arrays(T, Tdot)
     return np.array(T, dtype=np.float64), np.array(Tdot, dtype=np.float64)
+
+
+def _fan_in(net, dim):
+    """n_in of each dense layer in the standard parameterization (input dim, then the
+    hidden widths); None in the NTK parameterization."""
+    return None if net.parameterization == "ntk" else (dim,) + tuple(net.widths)
 
 
 def _points(x):
@@ -207,8 +267,9 @@ def kernels(net, x1, x2=None):
     Parameters
     ----------
     net : ntkcore.FullyConnected
-        Uses ``net.depth``, ``net.activation`` and the per-layer tuples
-        ``net.W_std``, ``net.b_std`` (``depth + 1`` entries each).
+        Uses ``net.depth``, ``net.activation``, the per-layer tuples
+        ``net.W_std``, ``net.b_std`` (``depth + 1`` entries each) and, in the standard
+        parameterization, ``net.widths``.
     x1 : array_like, shape (N1, d)
     x2 : array_like, shape (N2, d), optional
         ``None`` means ``x1``; the diagonal is then computed from the per-point
@@ -231,14 +292,19 @@ def kernels(net, x1, x2=None):
     if symmetric:
         np.fill_diagonal(c, q1)
     theta = np.zeros_like(c)
+    fan_in = _fan_in(net, d)
     for layer in range(net.depth + 1):
         w2 = net.W_std[layer] ** 2
         b2 = net.b_std[layer] ** 2
-        # Dense (ntk): Sigma <- sigma_w^2 Sigma + sigma_b^2 ; Theta <- Sigma_new + sigma_w^2 Theta
+        if fan_in is not None:
+            # Dense (std): Theta <- n_in Sigma_old + sigma_w^2 Theta + [b_std > 0]
+            theta = fan_in[layer] * c + w2 * theta + (1.0 if b2 > 0 else 0.0)
+        # Dense: Sigma <- sigma_w^2 Sigma + sigma_b^2 ; (ntk) Theta <- Sigma_new + sigma_w^2 Theta
         q1 = w2 * q1 + b2
         q2 = w2 * q2 + b2
         c = w2 * c + b2
-        theta = c + w2 * theta
+        if fan_in is None:
+            theta = c + w2 * theta
         if layer == net.depth:
             break
         # phi: Sigma <- T(Sigma) ; Theta <- Tdot(Sigma_old) * Theta
@@ -271,11 +337,15 @@ def diagonal(net, x):
     act = net.activation
     q = np.sum(x * x, axis=1) / x.shape[1]
     theta = np.zeros_like(q)
+    fan_in = _fan_in(net, x.shape[1])
     for layer in range(net.depth + 1):
         w2 = net.W_std[layer] ** 2
         b2 = net.b_std[layer] ** 2
+        if fan_in is not None:
+            theta = fan_in[layer] * q + w2 * theta + (1.0 if b2 > 0 else 0.0)
         q = w2 * q + b2
-        theta = q + w2 * theta
+        if fan_in is None:
+            theta = q + w2 * theta
         if layer == net.depth:
             break
         T, Tdot = dual_diagonal(act, q)

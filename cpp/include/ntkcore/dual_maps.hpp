@@ -8,8 +8,9 @@
 //
 // After the activation, a pair has covariance c_a, d_a = q1a q2a - c_a^2 and
 // dist2_a = q1a + q2a - 2 c_a (the variance of phi(u) - phi(v)); the dense layer maps them by
-//     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- c + w_ntk Tdot theta,
-// every term nonnegative.  The activation writes c_a = Ra (1 - h), d_a = Ra^2 h (2 - h),
+//     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- (s c_a + o) + w_ntk Tdot theta,
+// every term nonnegative, with (s, o) = (w, b) in the NTK parameterization (the first term is
+// c) and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2).  The activation writes c_a = Ra (1 - h), d_a = Ra^2 h (2 - h),
 // dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each factor
 // evaluated without cancellation.
 #pragma once
@@ -30,6 +31,8 @@ struct DenseStep {
     T w;      // weight variance applied to the activation's output
     T b;      // bias variance
     T w_ntk;  // weight variance applied to the NTK carried through the activation
+    T sigma_ntk;  // factor of the activation's covariance in the NTK: w, or n_in (standard)
+    T bias_ntk;   // constant of the NTK: b, or [b_std > 0] (standard)
 };
 
 // Angles of a pair from R = sqrt(q1 q2), its inverse (0 for R = 0), |c| and d:
@@ -80,7 +83,7 @@ inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdo
                        T& theta) {
     c = dense.w * c_a + dense.b;
     d = dense.w * dense.w * d_a + dense.w * dense.b * dist2_a;
-    theta = c + dense.w_ntk * tdot * theta;
+    theta = (dense.sigma_ntk * c_a + dense.bias_ntk) + dense.w_ntk * tdot * theta;
 }
 
 // What an angle-based activation (ABReLU family, sign) gives for one pair: Ra, the factors
@@ -292,6 +295,225 @@ struct Erf {
                         dense.w * dense.b * (spread * spread + T(2) * gap);
             }
         }
+    }
+};
+
+// The dense layer after an activation whose (c_a, Ra = sqrt(q1a q2a)) are known but whose gap
+// Ra - c_a is formed by subtraction: d_a and dist2_a then carry an absolute error ~eps Ra^2
+// (not cancellation-free, SPEC sec. 3a).  Only for families whose maps are smooth in d.
+template <class T>
+inline void subtracted_dense_step(const DenseStep<T>& dense, T c_a, T ra, T spread, T tdot, T& c,
+                                  T& d, T& theta) {
+    const T gap = ra > c_a ? ra - c_a : T(0);
+    const T sum = ra + c_a > T(0) ? ra + c_a : T(0);
+    dense_step(dense, c_a, gap * sum, spread * spread + T(2) * gap, tdot, c, d, theta);
+}
+
+// phi(x) = a sin(b x + c0).  With x_i = b^2 q_i, y = b^2 c, m = (x1 + x2)/2 and
+// 1 -+ cos(2 c0) = 2 sin^2 c0, 2 cos^2 c0, the forms of SPEC sec. 3 read
+//     T = a^2 (e^{-m} sinh y + sin^2 c0 e^{-y-m}),   Tdot = a^2 b^2 (e^{-m} sinh y + cos^2 c0 e^{-y-m}),
+// whose two terms are each bounded by the natural scale sqrt(T(q1) T(q2)), and
+// e^{-m} sinh y = e^{-m} (expm1(y) - expm1(-y)) / 2 for |y| < 1 keeps small variances
+// relatively accurate.  Per point T(q) = a^2 (-expm1(-2x)/2 + sin^2 c0 e^{-2x}).
+// T and Tdot depend on c alone, never on d, so the subtracted d (subtracted_dense_step)
+// never reaches the kernels.  Cos is this family with c0 + pi/2.
+template <class T>
+struct Sin {
+    static constexpr bool homogeneous = false;
+
+    double a2, b2, sin2, cos2;
+
+    explicit Sin(const Activation& act)
+        : a2(act.a * act.a),
+          b2(act.b * act.b),
+          sin2(std::sin(act.c) * std::sin(act.c)),
+          cos2(std::cos(act.c) * std::cos(act.c)) {}
+
+    double variance(double q) const {
+        const double x = b2 * q;
+        return a2 * (-0.5 * std::expm1(-2.0 * x) + sin2 * std::exp(-2.0 * x));
+    }
+    double derivative(double q) const {
+        const double x = b2 * q;
+        return a2 * b2 * (-0.5 * std::expm1(-2.0 * x) + cos2 * std::exp(-2.0 * x));
+    }
+
+    void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
+               const DenseStep<T>& dense) const {
+        const T beta = T(b2) * in.scale;  // b^2 in the scaled units of c and q
+        const T a2 = T(this->a2), a2b2 = T(this->a2 * b2), sin2 = T(this->sin2), cos2 = T(this->cos2);
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T xi = beta * in.q1[i];
+            const T ri = in.r1[i];
+            const T rai = in.ra1[i];
+            T* ci = c + i * cols;
+            T* di = d + i * cols;
+            T* ti = theta + i * cols;
+#pragma omp simd
+            for (std::size_t j = 0; j < cols; ++j) {
+                const T y = beta * ci[j];
+                const T m = T(0.5) * (xi + beta * in.q2[j]);
+                const T tail = std::exp(-y - m);
+                // y - m = -(q1 + q2 - 2c) / 2 cancels for nearly collinear pairs of large
+                // variance; with c > 0 it is -((r1 - r2)^2 + 2 d / (r1 r2 + c)) / 2 instead.
+                const T dij = di[j] > T(0) ? di[j] : T(0);
+                const T spread = ri - in.r2[j];
+                const T near = ri * in.r2[j] + ci[j];
+                const T gap = ci[j] > T(0) ? spread * spread + T(2) * dij / near : in.q1[i] + in.q2[j] - T(2) * ci[j];
+                const T sinh_small = T(0.5) * std::exp(-m) * (std::expm1(y) - std::expm1(-y));
+                const T sinh_large = T(0.5) * (std::exp(T(-0.5) * beta * gap) - tail);
+                const T sinh_term = std::abs(y) < T(1) ? sinh_small : sinh_large;
+                subtracted_dense_step(dense, a2 * (sinh_term + sin2 * tail), rai * in.ra2[j],
+                                      rai - in.ra2[j], a2b2 * (sinh_term + cos2 * tail), ci[j],
+                                      di[j], ti[j]);
+            }
+        }
+    }
+};
+
+// phi(x) = x Phi(x) (GELU).  With P = q1 q2, P1 = (q1 + 1)(q2 + 1), D^2 = P1 - c^2 =
+// 1 + q1 + q2 + d (no cancellation) and g = atan2(c, D) (SPEC sec. 3):
+//     T = c/4 + ((c^2 + P D^2) / (P1 D) + c g) / (2 pi),
+//     Tdot = 1/4 + g/(2 pi) + c/(2 pi D) (1/D^2 + (2 + q1 + q2)/P1),
+// the table's 1 + (1 - P)/P1 rewritten as (2 + q1 + q2)/P1.  Per point (d = 0, c = q):
+// T = q/4 + (2 q^2 / ((1 + q) D) + q g) / (2 pi), Tdot = 1/4 + g/(2 pi) + q/(2 pi D)(1/D^2 + 2/(1 + q)).
+// The maps depend on d only through D^2 >= 1, so the subtracted d of the dense layer
+// (error ~eps q1a q2a) moves the kernels by ~eps relative only.
+template <class T>
+struct Gelu {
+    static constexpr bool homogeneous = false;
+
+    explicit Gelu(const Activation&) {}
+
+    double variance(double q) const {
+        const double D = std::sqrt(1.0 + 2.0 * q);
+        const double g = std::atan2(q, D);
+        return q / 4.0 + (2.0 * q * q / ((1.0 + q) * D) + q * g) / (2.0 * Constants<double>::pi);
+    }
+    double derivative(double q) const {
+        const double D = std::sqrt(1.0 + 2.0 * q);
+        const double g = std::atan2(q, D);
+        return 0.25 + (g + q / D * (1.0 / (D * D) + 2.0 / (1.0 + q))) / (2.0 * Constants<double>::pi);
+    }
+
+    void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
+               const DenseStep<T>& dense) const {
+        const T scale = in.scale;
+        const T inv_2pi = T(0.5) / Constants<T>::pi;
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T qi = scale * in.q1[i];
+            const T rai = in.ra1[i];
+            T* ci = c + i * cols;
+            T* di = d + i * cols;
+            T* ti = theta + i * cols;
+#pragma omp simd
+            for (std::size_t j = 0; j < cols; ++j) {
+                const T qj = scale * in.q2[j];
+                const T cij = scale * ci[j];
+                const T dij = di[j] > T(0) ? scale * scale * di[j] : T(0);
+                const T D2 = T(1) + qi + qj + dij;
+                const T D = std::sqrt(D2);
+                const T P1 = (T(1) + qi) * (T(1) + qj);
+                const T angle = atan2_nonneg(std::abs(cij), D);
+                const T g = cij < T(0) ? -angle : angle;
+                const T c_a = cij / T(4) + ((cij * cij + qi * qj * D2) / (P1 * D) + cij * g) * inv_2pi;
+                const T tdot = T(0.25) + (g + cij / D * (T(1) / D2 + (T(2) + qi + qj) / P1)) * inv_2pi;
+                subtracted_dense_step(dense, c_a, rai * in.ra2[j], rai - in.ra2[j], tdot, ci[j],
+                                      di[j], ti[j]);
+            }
+        }
+    }
+};
+
+// phi(x) = max(x, 0)^n, n = 0..4 (n = 0: the step 1[x > 0], phi' = 0 a.e.).  Cho & Saul's
+// arc-cosine kernel T = R^n J_n(theta) / (2 pi), R = sqrt(q1 q2), with J_0 = pi - theta,
+// J_1 = sin + (pi - theta) cos, J_k = (2k - 1) cos J_{k-1} + (k - 1)^2 sin^2 J_{k-2}, and
+// Tdot = dT/dc = n^2 R^{n-1} J_{n-1}(theta) / (2 pi) (phi' = n max(x, 0)^{n-1}).
+// T(q) = (2n - 1)!! q^n / 2 = Ra, so 1 - h = J_n / J_n(0), J_n(0) = (2n - 1)!! pi, and
+// h = delta_n / J_n(0) with delta_k = J_k(0) - J_k from the recurrence
+//     delta_k = (2k - 1) (J_{k-1}(0) (1 - cos) + cos delta_{k-1}) - (k - 1)^2 sin^2 J_{k-2},
+// delta_0 = theta, delta_1 = pi (1 - cos) - (sin - theta cos) (acute) or pi - S(pi - theta):
+// for small theta its terms are all O(theta^2) and cancel by less than a factor 2, so h
+// keeps its relative accuracy (SPEC sec. 3a); 2 - h = 1 + J_n / J_n(0) >= 1.
+// Not homogeneous of degree 1 (degree n), so the family works in true variances; its true
+// values must stay in the range of T (deep networks with n >= 2 overflow quickly).
+template <class T>
+inline T int_power(T x, int n) {
+    T p = T(1);
+    for (int k = 0; k < n; ++k) p *= x;
+    return p;
+}
+
+template <class T>
+struct RectifiedMonomial {
+    static constexpr bool homogeneous = false;
+
+    int n;
+    double ra_factor;  // (2n - 1)!! / 2
+
+    explicit RectifiedMonomial(const Activation& act) : n(int(act.a)), ra_factor(0.5) {
+        for (int k = 1; k <= n; ++k) ra_factor *= double(2 * k - 1);
+    }
+
+    double variance(double q) const {
+        if (n == 0) return q > 0.0 ? 0.5 : 0.0;
+        return ra_factor * int_power(q, n);
+    }
+    double derivative(double q) const {
+        if (n == 0) return 0.0;
+        if (n == 1) return q > 0.0 ? 0.5 : 0.25;  // zero variance: orthogonal, as ReLU
+        return double(n * n) * ra_factor / double(2 * n - 1) * int_power(q, n - 1);
+    }
+
+    void pairs(std::size_t rows, std::size_t cols, const LayerInputs<T>& in, T* c, T* d, T* theta,
+               const DenseStep<T>& dense) const {
+        const int n = this->n;
+        const T scale = in.scale;
+        const T ra_factor = T(this->ra_factor);
+        const T pi = Constants<T>::pi;
+        const T j0n = ra_factor * T(2) * pi;  // J_n(0)
+        const T tdot_factor = T(n * n) / (T(2) * pi);
+        const T scale_n = int_power(scale, n);
+        angle_pairs(rows, cols, in, c, d, theta, dense,
+                    [=](const PairAngle<T>& g, bool acute, T r, T ri, T rj) {
+                        const T cos_t = acute ? g.cos_phi : -g.cos_phi;
+                        const T omc = acute ? g.one_minus_cos_phi : g.one_plus_cos_phi;
+                        const T sin2 = g.one_minus_cos_phi * g.one_plus_cos_phi;
+                        const T theta_angle = acute ? g.phi : pi - g.phi;
+                        T j_lower = pi - theta_angle, d_lower = theta_angle;  // J_0, delta_0
+                        T j_k = acute ? pi * g.cos_phi + g.s_term : g.s_term;  // J_1
+                        T d_k = acute ? pi * g.one_minus_cos_phi - g.s_term : pi - g.s_term;
+                        T j0_lower = pi;  // J_{k-1}(0)
+                        for (int k = 2; k <= n; ++k) {
+                            const T odd = T(2 * k - 1), sq = T((k - 1) * (k - 1));
+                            const T j_next = odd * cos_t * j_k + sq * sin2 * j_lower;
+                            const T d_next = odd * (j0_lower * omc + cos_t * d_k) - sq * sin2 * j_lower;
+                            j0_lower *= odd;
+                            j_lower = j_k;
+                            j_k = j_next;
+                            d_k = d_next;
+                        }
+                        // Now J_n = j_k and J_{n-1} = j_lower for n >= 1; the step uses J_0.
+                        const T j_n = n == 0 ? j_lower : j_k, d_n = n == 0 ? d_lower : d_k;
+                        // sqrt(q1a) - sqrt(q2a) = sqrt(ra_factor scale^n) (ri^n - rj^n) with
+                        // ri^n - rj^n = (ri - rj) sum_k ri^k rj^(n-1-k), or the step's 1[ri > 0] - 1[rj > 0].
+                        T sum = T(0), power = T(1);
+                        for (int k = 0; k < n; ++k) {
+                            sum = sum * rj + power;
+                            power *= ri;
+                        }
+                        const T in1 = ri > T(0) ? T(1) : T(0), in2 = rj > T(0) ? T(1) : T(0);
+                        const T spread = n == 0 ? in1 - in2 : (ri - rj) * sum;
+                        AngleMap<T> a;
+                        a.ra = ra_factor * (n == 0 ? in1 * in2 : int_power(r * scale, n));
+                        a.one_minus_h = j_n / j0n;
+                        a.h = d_n / j0n;
+                        a.two_minus_h = T(1) + a.one_minus_h;
+                        a.spread2 = ra_factor * (n == 0 ? T(1) : scale_n) * spread * spread;
+                        const T tdot = tdot_factor * (n >= 1 ? int_power(r * scale, n - 1) : T(0)) * j_lower;
+                        a.tdot = r > T(0) || n != 1 ? tdot : T(0.25);  // R = 0: orthogonal, as ReLU
+                        return a;
+                    });
     }
 };
 

@@ -37,7 +37,8 @@
 namespace ntkcore {
 
 // phi and phi' of the closed-form families (network.hpp), pointwise.  phi' at the kink of
-// the piecewise-linear family is the right derivative b; sign has phi' = 0.
+// the piecewise-linear family is the right derivative b; sign and the step (rectified
+// monomial of order 0) have phi' = 0.
 template <class T>
 struct Pointwise {
     Family family;
@@ -73,6 +74,30 @@ struct Pointwise {
                     }
                 for (std::size_t i = 0; i < n; ++i) z[i] = a * std::erf(b * z[i]) + c;
                 break;
+            case Family::sin:
+                if (dphi)
+                    for (std::size_t i = 0; i < n; ++i) dphi[i] = a * b * std::cos(b * z[i] + c);
+                for (std::size_t i = 0; i < n; ++i) z[i] = a * std::sin(b * z[i] + c);
+                break;
+            case Family::gelu:
+                for (std::size_t i = 0; i < n; ++i) {
+                    const T cdf = T(0.5) * std::erfc(-z[i] / std::sqrt(T(2)));
+                    if (dphi)
+                        dphi[i] = cdf + z[i] * std::exp(T(-0.5) * z[i] * z[i]) /
+                                            std::sqrt(T(2) * Constants<T>::pi);
+                    z[i] *= cdf;
+                }
+                break;
+            case Family::rectified_monomial: {
+                const int order = int(a);
+                for (std::size_t i = 0; i < n; ++i) {
+                    const T x = z[i] > T(0) ? z[i] : T(0);
+                    const T lower = order >= 1 ? int_power(x, order - 1) : T(0);
+                    if (dphi) dphi[i] = z[i] > T(0) ? T(order) * lower : T(0);
+                    z[i] = order == 0 ? (z[i] > T(0) ? T(1) : T(0)) : lower * x;
+                }
+                break;
+            }
             case Family::numerical: {  // built-ins only (MLP::validate), in double
                 thread_local std::vector<double> in, out;
                 in.assign(z, z + n);

@@ -111,7 +111,7 @@ void diagonal(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x, Eigen
     const detail::InputPoints<T> points(x);
     PointStates<T> states;
     detail::visit_family<T>(net.activation, [&](const auto& act) {
-        run_recursion<T>(net, act, {&points.variance}, {&states});
+        run_recursion<T>(net, act, {&points.variance}, {&states}, double(x.cols()));
     });
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
         nngp[i] = T(states.nngp[std::size_t(i)]);

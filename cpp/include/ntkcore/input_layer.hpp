@@ -72,7 +72,7 @@ void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Inde
             const T dist2 = sq1 + sq2[j] - T(2) * dot[j];
             ci[j] = w * (dot[j] * inv_dim) + b;
             di[j] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
-            ti[j] = ci[j];
+            ti[j] = rec.input_sigma_ntk * (dot[j] * inv_dim) + rec.input_bias_ntk;
         }
         for (std::size_t j = 0; j < cols; ++j) {
             const T prod = sq1 * sq2[j];

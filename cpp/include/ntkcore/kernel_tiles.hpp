@@ -28,6 +28,9 @@ void visit_family(const Activation& act, F&& body) {
         case Family::ab_relu: body(ABRelu<T>(act)); break;
         case Family::sign: body(Sign<T>(act)); break;
         case Family::erf: body(Erf<T>(act)); break;
+        case Family::sin: body(Sin<T>(act)); break;
+        case Family::gelu: body(Gelu<T>(act)); break;
+        case Family::rectified_monomial: body(RectifiedMonomial<T>(act)); break;
         case Family::numerical: body(HermiteSeries<T>(act)); break;
     }
 }
@@ -94,8 +97,9 @@ public:
         if (x1.rows() == 0 || x1.cols() == 0 || (x2 && x2->rows() == 0))
             throw std::invalid_argument("kernel tiles: empty input");
         detail::visit_family<T>(net_.activation, [&](const auto& act) {
-            rec_ = p2_ ? run_recursion<T>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_})
-                       : run_recursion<T>(net_, act, {&p1_.variance}, {&s1_});
+            const double dim = double(x1.cols());
+            rec_ = p2_ ? run_recursion<T>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_}, dim)
+                       : run_recursion<T>(net_, act, {&p1_.variance}, {&s1_}, dim);
         });
         const int e = rec_.exponent[net_.depth()];
         out_factor_ = detail::power_of_two<T>(e);

@@ -1,6 +1,6 @@
 // The architecture: a fully-connected network of `depth` activations between
-// depth + 1 dense layers (SPEC sec. 1), described by its activation and the
-// per-layer weight and bias variances.
+// depth + 1 dense layers (SPEC sec. 1), described by its activation, the per-layer
+// weight and bias variances and its parameterization (SPEC sec. 1-2).
 #pragma once
 
 #include <cmath>
@@ -15,10 +15,13 @@ namespace ntkcore {
 
 // Activation families: closed-form dual maps (SPEC sec. 3), or Gauss-Hermite (sec. 4).
 enum class Family {
-    ab_relu,    // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
-    sign,       // sign(x)
-    erf,        // a erf(b x) + c
-    numerical,  // any phi known pointwise (NumericalFunction)
+    ab_relu,             // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
+    sign,                // sign(x)
+    erf,                 // a erf(b x) + c
+    sin,                 // a sin(b x + c) (cos is sin with c + pi/2)
+    gelu,                // x Phi(x), Phi the standard normal CDF
+    rectified_monomial,  // max(x, 0)^n, n = a in 0..4 (n = 0: the step 1[x > 0])
+    numerical,           // any phi known pointwise (NumericalFunction)
 };
 
 // An activation known only pointwise: phi and, when known, phi' at n points at once.  They
@@ -44,6 +47,10 @@ struct Network {
     Activation activation;
     std::vector<double> w_var;  // sigma_w^2 of each dense layer, depth + 1 entries
     std::vector<double> b_var;  // sigma_b^2 of each dense layer, depth + 1 entries
+    // Standard parameterization: the NTK's dense step needs the fan-in of each layer, the
+    // input dimension (given with the inputs) and then the hidden widths n_1..n_depth.
+    bool standard = false;
+    std::vector<double> widths;  // depth entries when standard, else empty
 
     std::size_t depth() const { return w_var.size() - 1; }
 
@@ -57,9 +64,19 @@ struct Network {
                 throw std::invalid_argument("network: variances of layer " + std::to_string(l) +
                                             " must be finite and >= 0");
         }
+        if (widths.size() != (standard ? depth() : 0))
+            throw std::invalid_argument(
+                "network: widths needs one entry per hidden layer in the standard "
+                "parameterization and none in the NTK parameterization");
+        for (double n : widths)
+            if (!(std::isfinite(n) && n >= 1.0))
+                throw std::invalid_argument("network: widths must be finite and >= 1");
         const Activation& act = activation;
         if (!(std::isfinite(act.a) && std::isfinite(act.b) && std::isfinite(act.c)))
             throw std::invalid_argument("network: activation parameters must be finite");
+        if (act.family == Family::rectified_monomial &&
+            !(act.a == std::floor(act.a) && act.a >= 0.0 && act.a <= 4.0))
+            throw std::invalid_argument("network: rectified monomial needs an integer n in 0..4");
         if (act.family == Family::numerical && !(act.numerical && act.numerical->phi))
             throw std::invalid_argument("network: a numerical activation needs its function phi");
     }

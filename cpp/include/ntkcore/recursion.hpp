@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "dual_maps.hpp"
@@ -38,6 +39,7 @@ template <class T>
 struct Recursion {
     std::vector<int> exponent;         // e_l, l = 0..depth
     T input_w = T(0), input_b = T(0);  // first dense layer, scaled
+    T input_sigma_ntk = T(0), input_bias_ntk = T(0);  // its NTK: (w, b) or (dim, [b_std > 0])
     std::vector<DenseStep<T>> dense;   // the dense layer after activation l, l < depth
     std::vector<T> scale;              // 2^e_l as T (erf needs true variances)
     // Hermite series only, per activation layer: the terms kept, and a_k^2, b_k^2 when every
@@ -103,12 +105,17 @@ void store_series(const SeriesLayer& layer, const std::vector<PointStates<T>*>& 
 }
 
 // Runs the per-point recursion for every point set (their squared input norms divided by
-// the input dimension), fixing the common scale exponents, the layer constants and each
-// set's per-point state.  Fam is one of the dual-map families of dual_maps.hpp.
+// the input dimension `input_dim`), fixing the common scale exponents, the layer constants
+// and each set's per-point state.  Fam is one of the dual-map families of dual_maps.hpp.
+//
+// The NTK's dense step adds s Sigma_in + o with (s, o) = (sigma_w^2, sigma_b^2) in the NTK
+// parameterization and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2); Sigma_in is
+// in the units of the layer's input (2^e_act after an activation, 1 at the input), the sum in
+// the layer's own units 2^e_out, so s carries 2^(e_act - e_out) and o carries 2^-e_out.
 template <class T, class Fam>
 Recursion<T> run_recursion(const Network& net, const Fam& act,
                            const std::vector<const std::vector<double>*>& input_variances,
-                           std::vector<PointStates<T>*> states) {
+                           std::vector<PointStates<T>*> states, double input_dim) {
     const std::size_t depth = net.depth();
     Recursion<T> rec;
     rec.exponent.resize(depth + 1);
@@ -121,12 +128,23 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
     const double b0 = std::ldexp(net.b_var[0], -rec.exponent[0]);
     rec.input_w = T(w0);
     rec.input_b = T(b0);
+    auto ntk_terms = [&](double w, double b, std::size_t layer, int e_in, int e_out) {
+        if (!net.standard) return std::make_pair(w, b);
+        const double n_in = layer == 0 ? input_dim : net.widths[layer - 1];
+        return std::make_pair(std::ldexp(n_in, e_in - e_out),
+                              net.b_var[layer] > 0.0 ? std::ldexp(1.0, -e_out) : 0.0);
+    };
+    const auto input_ntk = ntk_terms(w0, b0, 0, 0, rec.exponent[0]);
+    rec.input_sigma_ntk = T(input_ntk.first);
+    rec.input_bias_ntk = T(input_ntk.second);
 
     // Scaled per-point variances and NTK of the current layer, all sets concatenated.
     std::vector<double> q, theta, act_q;
     for (const auto* v : input_variances)
-        for (double x : *v) q.push_back(w0 * x + b0);
-    theta = q;
+        for (double x : *v) {
+            q.push_back(w0 * x + b0);
+            theta.push_back(input_ntk.first * x + input_ntk.second);
+        }
 
     for (std::size_t s = 0; s < states.size(); ++s) {
         PointStates<T>& st = *states[s];
@@ -180,12 +198,15 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         const double b = net.b_var[l + 1];
         const int e_out = detail::layer_exponent(w, act_max, e_act, b, e_in);
         rec.exponent[l + 1] = e_out;
-        DenseStep<double> step{std::ldexp(w, e_act - e_out), std::ldexp(b, -e_out),
-                               std::ldexp(w, e_in - e_out)};
-        rec.dense.push_back(DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk)});
+        const double w_scaled = std::ldexp(w, e_act - e_out), b_scaled = std::ldexp(b, -e_out);
+        const auto ntk = ntk_terms(w_scaled, b_scaled, l + 1, e_act, e_out);
+        DenseStep<double> step{w_scaled, b_scaled, std::ldexp(w, e_in - e_out), ntk.first,
+                               ntk.second};
+        rec.dense.push_back(DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk), T(step.sigma_ntk),
+                                         T(step.bias_ntk)});
         for (std::size_t i = 0; i < q.size(); ++i) {
             q[i] = step.w * act_q[i] + step.b;
-            theta[i] = q[i] + step.w_ntk * tdot[i] * theta[i];
+            theta[i] = (step.sigma_ntk * act_q[i] + step.bias_ntk) + step.w_ntk * tdot[i] * theta[i];
         }
         store(l + 1, q, false);
     }
