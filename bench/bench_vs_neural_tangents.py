@@ -19,7 +19,8 @@ ntkcore its Gauss-Hermite family at the automatic degree.
 
 Error against a reference: the first 16 points' 16 x 16 block of each result is compared
 with ``ntkcore.reference`` (plain numpy, SPEC sec. 3 closed forms; for tanh the literal
-2-D Gauss-Hermite rule of SPEC sec. 4 at degree 600), max |a - ref| / max |ref| over the
+2-D Gauss-Hermite rule of SPEC sec. 4 at degree 350, itself accurate to ~1e-12 at the
+variances met here), max |a - ref| / max |ref| over the
 off-diagonal entries.
 Inputs: ``np.random.default_rng(seed).standard_normal((N, 64))``, float64.
 
@@ -70,7 +71,7 @@ import time
 D_IN = 64
 PARAMS = {"relu": (math.sqrt(2.0), 0.1), "erf": (1.5, 0.1), "tanh": (1.5, 0.1)}
 REFERENCE_ROWS = 16
-REFERENCE_DEGREE = 600
+REFERENCE_DEGREE = 350  # numpy's hermgauss overflows beyond ~350 nodes
 ROWS_SAVED = 64
 RESULT_TAG = "BENCH_RESULT_JSON:"
 

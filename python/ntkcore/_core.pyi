@@ -1,15 +1,21 @@
 # Type stubs of the compiled modules ntkcore._core, _core_avx2 and _core_avx512 (same API).
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 # (family, (a, b, c), w_var per dense layer, b_var per dense layer[, widths]): widths None or
 # absent for the NTK parameterization, the hidden widths for the standard one (kernels only;
-# the finite-MLP functions take the 4-entry form)
+# the finite-MLP functions take the 4-entry form).  The "numerical" family has
+# (fn: built-in name or callable, dfn: callable or None, degree: int, 0 = automatic) in
+# place of (a, b, c).
+ActivationParams = Union[
+    Tuple[float, float, float],
+    Tuple[Union[str, Callable[[np.ndarray], np.ndarray]], Optional[Callable[[np.ndarray], np.ndarray]], int],
+]
 NetworkSpec = Union[
-    Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float]],
-    Tuple[str, Tuple[float, float, float], Sequence[float], Sequence[float], Optional[Sequence[float]]],
+    Tuple[str, ActivationParams, Sequence[float], Sequence[float]],
+    Tuple[str, ActivationParams, Sequence[float], Sequence[float], Optional[Sequence[float]]],
 ]
 
 openmp: bool
@@ -24,6 +30,7 @@ def gram(
     tile_rows: int = 64,
     tile_cols: int = 64,
 ) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+def hermite_rule(degree: int) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def diagonal(
     network: NetworkSpec,
     x: npt.NDArray[np.floating],

@@ -171,7 +171,10 @@ def _gauss_hermite(act, q1, q2, c, default_degree=100):
     else:
         phi = act.fn
         dphi = lambda x: (np.asarray(phi(x + 1e-5), float) - np.asarray(phi(x - 1e-5), float)) / 2e-5  # noqa: E731
-    nodes, weights = np.polynomial.hermite.hermgauss(act.deg or default_degree)
+    degree = act.deg or default_degree
+    if degree > 350:
+        raise ValueError(f"the reference rule needs deg <= 350 (numpy's hermgauss overflows beyond), got {degree}")
+    nodes, weights = np.polynomial.hermite.hermgauss(degree)
     xi, xj = nodes[:, None], nodes[None, :]
     w = weights[:, None] * weights[None, :] / np.pi
     q1, q2, c = np.broadcast_arrays(q1, q2, c)
