@@ -114,6 +114,21 @@ def test_tdot_is_the_derivative_of_t(activation, sigma):
         assert abs(slope - Tdot) <= mpf(10) ** -30 * abs(Tdot)
 
 
+@pytest.mark.parametrize("activation", [act.Sin(), act.Cos(1.2, 0.9, 0.3)])
+def test_sin_keeps_nearly_collinear_pairs_of_large_variance(activation):
+    # q ~ 3e3: c - (q1 + q2) / 2 by subtraction would lose ~1e-10 of the kernel
+    x = 60.0 * np.random.default_rng(11).standard_normal((4, 5))
+    x[1] = x[0] * (1 + 1e-13)
+    x[2] = x[0] + 1e-9 * np.random.default_rng(12).standard_normal(5)
+    net = ntkcore.FullyConnected(2, activation, W_std=1.0, b_std=0.1)
+    got = net.kernels(x)
+    nngp, ntk = mp_kernels(net, x)
+    scale_k = natural_scale(np.diag(nngp), np.diag(nngp))
+    scale_t = natural_scale(np.diag(ntk), np.diag(ntk))
+    assert np.max(np.abs(got.nngp - nngp) / scale_k) < 1e-13
+    assert np.max(np.abs(got.ntk - ntk) / scale_t) < 1e-13
+
+
 def test_rectified_monomial_one_is_relu():
     rng = np.random.default_rng(3)
     x = awkward_points()
