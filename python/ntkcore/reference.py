@@ -22,6 +22,10 @@ Notation (SPEC sec. 3): ``P = q1 q2``, ``s = sqrt(max(P - c^2, 0))``,
 ``theta = atan2(s, c)`` in [0, pi], and ``theta = pi/2`` when ``s = c = 0``
 (zero-variance inputs are treated as orthogonal).
 
+Activations without a closed form (``ntkcore.activations.Numerical``) use the literal
+two-dimensional Gauss-Hermite rule of SPEC sec. 4 (``deg`` nodes per axis, default 100,
+at most 350), one entry at a time: exact only as far as that rule converges.
+
 Public functions
 ----------------
 dual(activation, q1, q2, c) -> (T, Tdot)
