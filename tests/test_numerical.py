@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpmath import mp
 
 import ntkcore
@@ -128,6 +130,40 @@ def test_smooth_builtins_against_high_precision_quadrature():
             i, j = pair["i"], pair["j"]
             assert got.nngp[i, j] == pytest.approx(pair["nngp"], rel=1e-10), (name, i, j)
             assert got.ntk[i, j] == pytest.approx(pair["ntk"], rel=1e-10), (name, i, j)
+
+
+# --- properties on random inputs --------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 14),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 0.5, 1.5]),
+    depth=st.integers(0, 4),
+    w=st.floats(0.3, 1.8),
+    b=st.sampled_from([0.0, 0.05, 0.5]),
+    name=st.sampled_from(["tanh", "sigmoid", "softplus", "silu", "mish", "elu", "gelu"]),
+    awkward=st.booleans(),
+)
+def test_symmetric_psd_and_consistent_diagonal(n, d, seed, scale, depth, w, b, name, awkward):
+    # Moderate variances (q <~ 10), where the automatic degree is at rounding level.
+    x = np.random.default_rng(seed).standard_normal((n, d)) * scale
+    if awkward and n > 3:  # duplicate, rescaled, negated and zero rows
+        x[1], x[2], x[3] = x[0], -1.5 * x[0], 0.0
+    net = ntkcore.FullyConnected(depth, Numerical(name), W_std=w, b_std=b)
+    k = net.kernels(x)
+    diag = net.diagonal(x)
+    for kind in ("nngp", "ntk"):
+        g = getattr(k, kind)
+        assert np.isfinite(g).all()
+        np.testing.assert_array_equal(g, g.T)
+        np.testing.assert_array_equal(np.diag(g), getattr(diag, kind))
+        eig = np.linalg.eigvalsh(g)
+        assert eig[0] >= -1e-12 * max(abs(eig[-1]), np.finfo(float).tiny)
+        s = np.sqrt(np.abs(np.diag(g)))
+        assert np.all(np.abs(g) <= np.outer(s, s) * (1 + 1e-12) + 1e-300)
 
 
 # --- custom callables --------------------------------------------------------------------------------
