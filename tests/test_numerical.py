@@ -289,3 +289,24 @@ def test_reference_rule_degree_is_bounded():
 def test_finite_networks_need_a_builtin():
     with pytest.raises(ValueError, match="built-in"):
         ntkcore.finite.MLP([3, 8, 1], activation=Numerical(np.tanh), seed=0).ntk(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "activation, w_std, vanishes",
+    [("erf", 0.5, True), ("gelu", 1.0, True), ("tanh", 0.5, True), ("sin", 0.5, True),
+     ("softplus", 0.2, False), (ntkcore.activations.Cos(), 0.3, False)],
+)
+def test_vanishing_variances_stay_finite(activation, w_std, vanishes, dtype):
+    # Each layer shrinks the variance of the input's signal ~4x or more.  With phi(0) = 0
+    # the true kernels after 1000 layers (~1e-500) are below every float range, and the
+    # families that work in true units must give 0, not NaN; otherwise every entry has
+    # reached the map's fixed point, the same for all pairs.
+    x = np.random.default_rng(13).standard_normal((5, 4)).astype(dtype)
+    k = ntkcore.FullyConnected(1000, activation, W_std=w_std, b_std=0.0).kernels(x)
+    for g in (k.nngp, k.ntk):
+        assert np.isfinite(g).all()
+        if vanishes:
+            assert np.abs(g).max() <= 1e6 * np.finfo(dtype).tiny
+        else:
+            assert np.allclose(g, g[0, 0], rtol=1e-5 if dtype == np.float32 else 1e-12)

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -196,7 +197,12 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         store(l, act_q, true);
         const double w = net.w_var[l + 1];
         const double b = net.b_var[l + 1];
-        const int e_out = detail::layer_exponent(w, act_max, e_act, b, e_in);
+        // Families in true units (e_act = 0) whose variances fell below the range of T
+        // keep no information: the unit must not go so far below e_act that the weight
+        // factor 2^(e_act - e_out), or its square in the gap d, overflows T (inf * 0 would
+        // give NaN where the true kernel has underflowed to 0).
+        const int e_out = std::max(detail::layer_exponent(w, act_max, e_act, b, e_in),
+                                   e_act - (std::numeric_limits<T>::max_exponent - 16) / 2);
         rec.exponent[l + 1] = e_out;
         const double w_scaled = std::ldexp(w, e_act - e_out), b_scaled = std::ldexp(b, -e_out);
         const auto ntk = ntk_terms(w_scaled, b_scaled, l + 1, e_act, e_out);
