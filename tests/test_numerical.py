@@ -310,3 +310,19 @@ def test_vanishing_variances_stay_finite(activation, w_std, vanishes, dtype):
             assert np.abs(g).max() <= 1e6 * np.finfo(dtype).tiny
         else:
             assert np.allclose(g, g[0, 0], rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize(
+    "activation, w_std, depth, dtype",
+    [("relu", 3.0, 1000, np.float64), ("erf", 3.0, 1000, np.float64), ("gelu", 3.0, 1000, np.float64),
+     ("softplus", 3.0, 1000, np.float64), (ntkcore.activations.RectifiedMonomial(2), 2.0, 40, np.float64),
+     ("tanh", 3.0, 1000, np.float32)],
+)
+def test_kernels_beyond_the_float_range_raise(activation, w_std, depth, dtype):
+    # The true kernels exceed the range of dtype (tanh: Theta ~ 1e270 fits float64 only).
+    x = np.random.default_rng(14).standard_normal((4, 4)).astype(dtype)
+    net = ntkcore.FullyConnected(depth, activation, W_std=w_std, b_std=0.1)
+    with pytest.raises(OverflowError, match="kernels overflow"):
+        net.kernels(x)
+    with pytest.raises(OverflowError, match="kernels overflow"):
+        net.diagonal(x)

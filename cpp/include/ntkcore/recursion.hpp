@@ -11,7 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -69,6 +72,20 @@ inline int layer_exponent(double w, double v_max, int e_in, double b, int fallba
     const int ew = has_w ? binary_exponent(w * v_max) + e_in : 0;
     const int eb = has_b ? binary_exponent(b) : 0;
     return has_w && has_b ? std::max(ew, eb) : (has_w ? ew : eb);
+}
+
+// Kernels whose true values leave the floating-point range cannot be returned: say so
+// rather than hand back inf or NaN (|K(x, x')| <= sqrt(K(x, x) K(x', x')), so the
+// per-point values decide).
+inline void check_range(const std::vector<double>& values, const std::string& what,
+                        double limit = std::numeric_limits<double>::max()) {
+    for (double v : values)
+        if (!(std::abs(v) <= limit)) {
+            char text[64];
+            std::snprintf(text, sizeof text, " (%.3g, the largest representable is %.3g)", v, limit);
+            throw std::overflow_error("kernels overflow: " + what + " exceeds the floating-point range" + text +
+                                      "; lower W_std or the depth");
+        }
 }
 
 // Families whose per-point maps come as tables of a whole layer (HermiteSeries).
@@ -182,6 +199,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         if constexpr (detail::is_tabulated<Fam>::value) {
             std::vector<double> true_q(q.size());
             for (std::size_t i = 0; i < q.size(); ++i) true_q[i] = std::ldexp(q[i], e_in);
+            detail::check_range(true_q, "the variance before activation " + std::to_string(l + 1));
             const SeriesLayer layer = act.tabulate(true_q);
             act_q = layer.variance;
             tdot = layer.derivative;
@@ -193,6 +211,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
                 tdot[i] = act.derivative(arg);
             }
         }
+        detail::check_range(act_q, "the variance after activation " + std::to_string(l + 1));
         for (double v : act_q) act_max = std::max(act_max, v);
         store(l, act_q, true);
         const double w = net.w_var[l + 1];
@@ -226,6 +245,12 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
             st->nngp[i] = std::ldexp(q[offset + i], rec.exponent[depth]);
             st->ntk[i] = std::ldexp(theta[offset + i], rec.exponent[depth]);
         }
+        // One point set: a symmetric Gram or a diagonal, whose output holds these values in T.
+        // Two sets: a cross kernel, whose entries may stay in range when these do not.
+        const double limit = states.size() == 1 ? double(std::numeric_limits<T>::max())
+                                                : std::numeric_limits<double>::max();
+        detail::check_range(st->nngp, "K(x, x)", limit);
+        detail::check_range(st->ntk, "Theta(x, x)", limit);
         offset += st->n;
     }
     return rec;
