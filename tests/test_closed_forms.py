@@ -22,7 +22,7 @@ from ntkcore import finite, reference
 
 from cases import ACTIVATIONS
 from mp_reference import mp_dual, mp_kernels
-from test_core_accuracy import awkward_points, natural_scale
+from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
 
 SMOOTH = [act.Sin(), act.Sin(1.3, 0.7, 0.4), act.Cos(0.8, 1.2, 0.1), act.Gelu()]
 MONOMIALS = [act.RectifiedMonomial(n) for n in range(5)]
@@ -188,13 +188,7 @@ def test_core_against_50_digits_on_awkward_sets(activation, points):
     net = ntkcore.FullyConnected(3, activation, W_std=W_std, b_std=0.1)
     half = len(x) // 2
     for x1, x2 in ((x, None), (x[:half], x[half:])):
-        exact = mp_kernels(net, x1, x2)
-        got = net.kernels(x1, x2)
-        d1 = net.diagonal(x1)
-        d2 = d1 if x2 is None else net.diagonal(x2)
-        for i, name in enumerate(("nngp", "ntk")):
-            scale = natural_scale(getattr(d1, name), getattr(d2, name))
-            err = np.abs(getattr(got, name) - exact[i]) / np.where(scale > 0, scale, 1)
+        for name, err in errors_against_50_digits(net, x1, x2):
             if activation == act.RectifiedMonomial(0) and points == "near_collinear":
                 # The step's T = (pi - theta) / (2 pi) has infinite slope in the correlation at
                 # theta = 0, as Sign's (see test_core_accuracy), and each layer takes a square

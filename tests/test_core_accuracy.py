@@ -49,19 +49,24 @@ def test_core_matches_reference_on_generic_pairs(activation, cross):
         assert err.max() <= 1e-12, (name, err.max())
 
 
+def errors_against_50_digits(net, x1, x2=None):
+    """(name, |core - 50 digits| / sqrt(K(x, x) K(x', x'))) for the NNGP and the NTK."""
+    exact = mp_kernels(net, x1, x2)
+    got = net.kernels(x1, x2)
+    d1 = net.diagonal(x1)
+    d2 = d1 if x2 is None else net.diagonal(x2)
+    for i, name in enumerate(("nngp", "ntk")):
+        scale = natural_scale(getattr(d1, name), getattr(d2, name))
+        yield name, np.abs(getattr(got, name) - exact[i]) / np.where(scale > 0, scale, 1)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=repr)
 def test_core_is_exact_on_collinear_pairs(activation):
     """Every pair of the awkward set, symmetric and cross, against 50 digits."""
     x = awkward_points()
     net = ntkcore.FullyConnected(3, activation, W_std=1.5, b_std=0.1)
     for x1, x2 in ((x, None), (x[:7], x[7:])):
-        exact = mp_kernels(net, x1, x2)
-        got = net.kernels(x1, x2)
-        d1 = net.diagonal(x1)
-        d2 = d1 if x2 is None else net.diagonal(x2)
-        for i, name in enumerate(("nngp", "ntk")):
-            scale = natural_scale(getattr(d1, name), getattr(d2, name))
-            err = np.abs(getattr(got, name) - exact[i]) / np.where(scale > 0, scale, 1)
+        for name, err in errors_against_50_digits(net, x1, x2):
             if activation in (act.Sign(), act.RectifiedMonomial(0)) and x2 is None:
                 # sign's T = 1 - 2 theta / pi (and the step's (pi - theta) / (2 pi)) has infinite
                 # slope at theta = 0 and every layer takes a square root of the angle: the pair that differs by 1e-9 (angle 4e-10)

@@ -16,6 +16,7 @@ from ntkcore._native import core
 from ntkcore.activations import Numerical
 
 import golden
+from test_properties import assert_gram_properties
 
 DATA = Path(__file__).resolve().parent / "data" / "numerical_reference.json"
 
@@ -152,18 +153,7 @@ def test_symmetric_psd_and_consistent_diagonal(n, d, seed, scale, depth, w, b, n
     x = np.random.default_rng(seed).standard_normal((n, d)) * scale
     if awkward and n > 3:  # duplicate, rescaled, negated and zero rows
         x[1], x[2], x[3] = x[0], -1.5 * x[0], 0.0
-    net = ntkcore.FullyConnected(depth, Numerical(name), W_std=w, b_std=b)
-    k = net.kernels(x)
-    diag = net.diagonal(x)
-    for kind in ("nngp", "ntk"):
-        g = getattr(k, kind)
-        assert np.isfinite(g).all()
-        np.testing.assert_array_equal(g, g.T)
-        np.testing.assert_array_equal(np.diag(g), getattr(diag, kind))
-        eig = np.linalg.eigvalsh(g)
-        assert eig[0] >= -1e-12 * max(abs(eig[-1]), np.finfo(float).tiny)
-        s = np.sqrt(np.abs(np.diag(g)))
-        assert np.all(np.abs(g) <= np.outer(s, s) * (1 + 1e-12) + 1e-300)
+    assert_gram_properties(ntkcore.FullyConnected(depth, Numerical(name), W_std=w, b_std=b), x)
 
 
 # --- custom callables --------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ def problems(draw, max_points=30):
 @given(problems())
 def test_symmetric_psd_and_consistent_diagonal(problem):
     net, x = problem
+    assert_gram_properties(net, x)
+
+
+def assert_gram_properties(net, x):
+    """Finite, exactly symmetric, PSD and Cauchy-Schwarz to rounding, diagonal = net.diagonal."""
     k = net.kernels(x)
     diag = net.diagonal(x)
     for name in ("nngp", "ntk"):

@@ -17,7 +17,7 @@ from ntkcore import finite, reference
 
 from cases import ACTIVATIONS
 from mp_reference import mp_kernels
-from test_core_accuracy import awkward_points, natural_scale
+from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
 
 W_STD = [1.1, 1.6, 0.9, 1.4]
 B_STD = [0.0, 0.2, 0.1, 0.3]
@@ -63,13 +63,7 @@ def test_core_against_50_digits_on_collinear_pairs(activation):
     x = awkward_points()
     net = standard(activation, b_std=0.1)
     for x1, x2 in ((x, None), (x[:7], x[7:])):
-        exact = mp_kernels(net, x1, x2)
-        got = net.kernels(x1, x2)
-        d1 = net.diagonal(x1)
-        d2 = d1 if x2 is None else net.diagonal(x2)
-        for i, name in enumerate(("nngp", "ntk")):
-            scale = natural_scale(getattr(d1, name), getattr(d2, name))
-            err = np.abs(getattr(got, name) - exact[i]) / np.where(scale > 0, scale, 1)
+        for name, err in errors_against_50_digits(net, x1, x2):
             if isinstance(activation, act.Sign) and x2 is None:
                 err[10, 11] = err[11, 10] = 0  # forward-unstable pair, see test_core_accuracy
             assert err.max() <= 2e-14, (name, err.max())

@@ -59,6 +59,12 @@ def _finite_float(value, name: str, owner: str) -> float:
     return value
 
 
+def _finite_fields(obj, names) -> None:
+    """Replace each named field of a frozen activation by its checked float value."""
+    for name in names:
+        object.__setattr__(obj, name, _finite_float(getattr(obj, name), name, type(obj).__name__))
+
+
 class Activation:
     """Base class of the activations: subclasses define ``family`` and ``core_params``."""
 
@@ -156,8 +162,7 @@ class Erf(Activation):
     family: ClassVar[str] = "erf"
 
     def __post_init__(self):
-        for name in ("a", "b", "c"):
-            object.__setattr__(self, name, _finite_float(getattr(self, name), name, "Erf"))
+        _finite_fields(self, ("a", "b", "c"))
 
     @property
     def core_params(self):
@@ -190,8 +195,7 @@ class Sin(Activation):
     family: ClassVar[str] = "sin"
 
     def __post_init__(self):
-        for name in ("a", "b", "c"):
-            object.__setattr__(self, name, _finite_float(getattr(self, name), name, "Sin"))
+        _finite_fields(self, ("a", "b", "c"))
 
     @property
     def core_params(self):
@@ -211,8 +215,7 @@ class Cos(Activation):
     family: ClassVar[str] = "sin"
 
     def __post_init__(self):
-        for name in ("a", "b", "c"):
-            object.__setattr__(self, name, _finite_float(getattr(self, name), name, "Cos"))
+        _finite_fields(self, ("a", "b", "c"))
 
     @property
     def core_params(self):

@@ -166,7 +166,6 @@ struct HermiteSeries {
     void price_derivative(const std::vector<double>& q, SeriesLayer& layer) const {
         const Eigen::Index d = layer.coef.rows(), n = layer.coef.cols();
         layer.dcoef.setZero(d, n);
-        double slope_at_zero = 0.0;
         bool need_slope = false;
         for (Eigen::Index p = 0; p < n; ++p) {
             const double s = std::sqrt(q[std::size_t(p)]);
@@ -181,7 +180,7 @@ struct HermiteSeries {
         const double h = std::ldexp(1.0, -17), x[2] = {h, -h};
         double y[2];
         fn->phi(x, 2, y);
-        slope_at_zero = (y[0] - y[1]) / (2.0 * h);
+        const double slope_at_zero = (y[0] - y[1]) / (2.0 * h);
         for (Eigen::Index p = 0; p < n; ++p)
             if (!(q[std::size_t(p)] > 0.0)) layer.dcoef(0, p) = slope_at_zero;
     }
