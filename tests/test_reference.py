@@ -404,3 +404,46 @@ def test_diagonal_equals_gram_diagonal(name):
     generic, _, _ = masks(x, None)
     for kind in ("nngp", "ntk"):
         assert relerr(getattr(cross, kind), getattr(gram, kind), generic) <= 1e-14
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_reference_is_reachable_from_the_package():
+    import importlib
+
+    package = importlib.import_module("ntkcore")
+    assert package.reference is reference and "reference" in package.__all__
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: reference.kernels("relu", np.ones((3, 2))), TypeError, "net must be an ntkcore.FullyConnected"),
+        (lambda: reference.kernels(FullyConnected(1), np.ones(3)), ValueError, "x1 must be 2-D"),
+        (lambda: reference.kernels(FullyConnected(1), np.ones((3, 2)), np.ones((2, 3))), ValueError, "x2 has 3 features"),
+        (lambda: reference.kernels(FullyConnected(1), np.full((3, 2), np.nan)), ValueError, "x1 must be finite"),
+        (lambda: reference.kernels(FullyConnected(1), np.ones((3, 2), dtype=complex)), TypeError, "complex"),
+        (lambda: reference.diagonal(FullyConnected(1), np.ones((0, 2))), ValueError, "at least one row"),
+        (lambda: reference.diagonal(None, np.ones((3, 2))), TypeError, "net must be"),
+        (lambda: reference.dual("relu", -1.0, 1.0, 0.0), ValueError, "q1 is a variance"),
+        (lambda: reference.dual("relu", 1.0, -1e-3, 0.0), ValueError, "q2 is a variance"),
+        (lambda: reference.dual("relu", 1.0, 1.0, 1.5), ValueError, r"c\^2 <= q1 q2"),
+        (lambda: reference.dual("relu", 1.0, np.inf, 0.0), ValueError, "q2 must be finite"),
+        (lambda: reference.dual("relu", [1.0, 2.0], [1.0, 2.0, 3.0], 0.0), ValueError, "common shape"),
+        (lambda: reference.dual("relu", "a", 1.0, 0.0), TypeError, "q1 must be real"),
+        (lambda: reference.dual("banana", 1.0, 1.0, 0.0), ValueError, "unknown activation"),
+        (lambda: reference.dual_diagonal("relu", -2.0), ValueError, "q is a variance"),
+        (lambda: reference.dual_diagonal("erf", [1.0, np.nan]), ValueError, "q must be finite"),
+    ],
+)
+def test_reference_validates_its_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_reference_accepts_collinear_covariances_at_rounding():
+    """c^2 = q1 q2 (a duplicate point) is a valid covariance, as is its rounding."""
+    q = 1.0 / 3.0
+    T, _ = reference.dual("relu", q, q, q * (1 + 1e-15))
+    assert T == pytest.approx(q / 2, rel=1e-12)

@@ -10,6 +10,7 @@
 from . import activations
 from .network import FullyConnected, Kernels
 from . import finite
+from . import reference
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
 from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 
@@ -21,6 +22,7 @@ __all__ = [
     "Kernels",
     "activations",
     "finite",
+    "reference",
     "condition_number",
     "eigsh",
     "ensemble_predict",

@@ -32,6 +32,9 @@ dual(activation, q1, q2, c) -> (T, Tdot)
 dual_diagonal(activation, q) -> (T, Tdot)
 kernels(net, x1, x2=None) -> Kernels        (N1, N2) Gram matrices
 diagonal(net, x) -> Kernels                 (N,) per-point values
+
+Inputs are checked as the core checks them (``TypeError`` for a wrong kind, ``ValueError``
+for a wrong shape, NaN/inf, negative variances or ``c^2 > q1 q2``).
 """
 
 from __future__ import annotations
@@ -41,9 +44,35 @@ import math
 import numpy as np
 
 from . import activations as _activations
-from .network import Kernels
+from ._validation import as_points
+from .network import FullyConnected, Kernels
 
 __all__ = ["dual", "dual_diagonal", "kernels", "diagonal"]
+
+
+def _covariance(**entries):
+    """The named covariance entries as broadcast float64 arrays, checked: finite,
+    variances (``q*``) >= 0 and ``c^2 <= q1 q2`` up to rounding."""
+    arrays = {}
+    for name, value in entries.items():
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be real numbers, got {value!r}") from exc
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if name.startswith("q") and np.any(arr < 0):
+            raise ValueError(f"{name} is a variance and must be >= 0, got {value!r}")
+        arrays[name] = arr
+    try:
+        arrays = dict(zip(arrays, np.broadcast_arrays(*arrays.values())))
+    except ValueError as exc:
+        raise ValueError(f"{', '.join(arrays)} must broadcast to a common shape: {exc}") from exc
+    if "c" in arrays:
+        q1, q2, c = arrays["q1"], arrays["q2"], arrays["c"]
+        if np.any(c * c > q1 * q2 * (1 + 1e-12)):
+            raise ValueError("c must satisfy c^2 <= q1 q2 (a covariance matrix is positive semidefinite)")
+    return tuple(arrays.values())
 
 
 def _angle(q1, q2, c):
@@ -71,9 +100,7 @@ def dual(activation, q1, q2, c):
     T, Tdot : float64 ndarrays of shape S.
     """
     act = _activations.get(activation)
-    q1 = np.asarray(q1, dtype=np.float64)
-    q2 = np.asarray(q2, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
+    q1, q2, c = _covariance(q1=q1, q2=q2, c=c)
     a, b, c0 = act.core_params
     if act.family == "ab_relu":
         m = (a * a + b * b) / 2
@@ -216,7 +243,7 @@ def dual_diagonal(activation, q):
     multiplies an NTK value that is itself 0.
     """
     act = _activations.get(activation)
-    q = np.asarray(q, dtype=np.float64)
+    (q,) = _covariance(q=q)
     a, b, c0 = act.core_params
     if act.family == "ab_relu":
         m = (a * a + b * b) / 2
@@ -261,11 +288,10 @@ def _fan_in(net, dim):
     return None if net.parameterization == "ntk" else (dim,) + tuple(net.widths)
 
 
-def _points(x):
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"points must be a 2-D array (N, d), got shape {x.shape}")
-    return x
+def _network(net):
+    if not isinstance(net, FullyConnected):
+        raise TypeError(f"net must be an ntkcore.FullyConnected network, got {type(net).__name__}")
+    return net
 
 
 def kernels(net, x1, x2=None):
@@ -287,9 +313,10 @@ def kernels(net, x1, x2=None):
     Kernels
         ``nngp`` (K) and ``ntk`` (Theta), float64 arrays of shape (N1, N2).
     """
+    net = _network(net)
     symmetric = x2 is None
-    x1 = _points(x1)
-    x2 = x1 if symmetric else _points(x2)
+    x1 = as_points(x1, "x1", np.dtype(np.float64))
+    x2 = x1 if symmetric else as_points(x2, "x2", np.dtype(np.float64), features=x1.shape[1])
     d = x1.shape[1]
     act = net.activation
     # input: Sigma = x.x'/d (per-point variances q1, q2; covariances c), Theta = 0
@@ -340,7 +367,8 @@ def diagonal(net, x):
     Kernels
         ``nngp`` and ``ntk``, float64 arrays of shape (N,).
     """
-    x = _points(x)
+    net = _network(net)
+    x = as_points(x, "x", np.dtype(np.float64))
     act = net.activation
     q = np.sum(x * x, axis=1) / x.shape[1]
     theta = np.zeros_like(q)
