@@ -204,3 +204,61 @@ def test_core_refuses_arrays_it_would_have_to_copy(x):
     k, t = core.gram(spec, x, None, 1)
     assert k.flags.c_contiguous and k.flags.writeable and k.flags.owndata is False
     assert k.dtype == t.dtype == np.float64 and k.shape == (12, 12)
+
+
+@pytest.mark.parametrize("n_threads", [2**31, 2**64, 10**6])
+def test_huge_n_threads_is_a_clear_value_error(x, n_threads):
+    """Beyond what a C int holds, pybind would otherwise answer "incompatible arguments"."""
+    with pytest.raises(ValueError, match=r"n_threads must be in \[1, 4096\]"):
+        NET.kernels(x, n_threads=n_threads)
+
+
+def test_out_of_memory_names_the_outputs_and_their_size():
+    points = np.ones((300_000, 2))  # two 300000^2 float64 outputs: 1341 GiB, beyond any test machine
+    with pytest.raises(MemoryError, match=r"two 300000 x 300000 float64 outputs need 1.34e\+03 GiB"):
+        NET.kernels(points)
+
+
+# --- float32 range: overflow explained, underflow warned ---------------------------------
+
+
+def test_float32_overflow_cites_the_float32_limit_and_the_input_scale():
+    points = np.full((3, 4), 3e18, dtype=np.float32)  # x.x/d = 9e36: finite in float32
+    net = ntkcore.FullyConnected(1, "relu", W_std=4.0)  # Theta(x, x) = 16 q (1 + 8) / 2 ... > 3.4e38
+    with pytest.raises(OverflowError, match=r"float32's largest 3.4e\+38.*mean square x.x/d is up to 9e\+36.*float64"):
+        net.kernels(points)
+    with pytest.raises(OverflowError, match="float32's largest"):
+        net.diagonal(points)
+    with pytest.raises(OverflowError, match="float32's largest"):
+        net.kernels(points[:1], points)
+    k = net.kernels(points, dtype=np.float64)
+    assert np.all(np.isfinite(k.ntk)) and k.ntk.max() > np.finfo(np.float32).max
+
+
+def test_float32_overflow_of_float64_too_keeps_the_core_message():
+    with pytest.raises(OverflowError, match="lower W_std or the depth"):
+        ntkcore.FullyConnected(2, "relu", W_std=1e100).kernels(np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("call", ["kernels", "diagonal", "cross"])
+def test_float32_underflow_warns_and_names_float64(call):
+    """ReLU at W_std = 1 halves the variance per layer: 2^-200 is below float32's range."""
+    net = ntkcore.FullyConnected(200, "relu")
+    points = np.ones((3, 4), dtype=np.float32)
+    run = {
+        "kernels": lambda: net.kernels(points),
+        "diagonal": lambda: net.diagonal(points),
+        "cross": lambda: net.kernels(points[:1], points),
+    }[call]
+    with pytest.warns(RuntimeWarning, match=r"float32 kernels underflow: .* as small as 6.22e-61.*dtype=numpy.float64"):
+        run()
+    exact = 2.0**-200 * 1.0  # K(x, x) = q / 2^depth with q = 1
+    assert net.diagonal(points, dtype=np.float64).nngp == pytest.approx([exact] * 3, rel=1e-14)
+
+
+def test_float32_in_range_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ntkcore.FullyConnected(20, "relu").kernels(np.ones((3, 4), dtype=np.float32))

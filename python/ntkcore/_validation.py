@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -65,17 +66,37 @@ def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> 
     return arr
 
 
-def optional_positive_int(value, name: str) -> int:
-    """``value`` as an int >= 1, or 0 (the core's "choose for me") for None."""
+# Counts the core takes as std::size_t: beyond this they could not be honoured anyway.
+_MAX_COUNT = 2**62
+# More threads than this would only exhaust the process's resources.
+MAX_THREADS = 4096
+
+
+def optional_positive_int(value, name: str, maximum: int = _MAX_COUNT) -> int:
+    """``value`` as an int in [1, maximum], or 0 (the core's "choose for me") for None."""
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer or None, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be in [1, {maximum}], got {value}")
     return int(value)
 
 
 def check_n_threads(n_threads) -> int:
-    """``n_threads`` as an int >= 1, or 0 for 'as many as OpenMP offers'."""
-    return optional_positive_int(n_threads, "n_threads")
+    """``n_threads`` as an int in [1, MAX_THREADS], or 0 for 'as many as OpenMP offers'."""
+    return optional_positive_int(n_threads, "n_threads", MAX_THREADS)
+
+
+def gib(nbytes: float) -> str:
+    """A byte count for a message, in GiB."""
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+@contextlib.contextmanager
+def explain_memory_error(what: str, nbytes: float) -> Iterator[None]:
+    """Re-raise a MemoryError (std::bad_alloc from the core) naming what was allocated."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise MemoryError(f"out of memory: {what} need {gib(nbytes)}") from exc

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._native import core as _core
 from . import activations as _activations
-from ._validation import as_points, check_n_threads, resolve_dtype
+from ._validation import as_points, check_n_threads, explain_memory_error, resolve_dtype
 
 __all__ = ["FullyConnected", "Kernels"]
 
@@ -195,7 +197,15 @@ class FullyConnected:
         a = as_points(x1, "x1", dtype)
         b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
         threads = check_n_threads(n_threads)
-        return Kernels(*_core.gram(self._core_network(), a, b, threads))
+        n2 = a.shape[0] if b is None else b.shape[0]
+        outputs = f"two {a.shape[0]} x {n2} {dtype.name} outputs"
+        with self._float32_range(dtype, a, b), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
+            result = Kernels(*_core.gram(self._core_network(), a, b, threads))
+            # A cross kernel's diagonals are checked against the float64 range only (entries can
+            # fit when one set's K(x, x) does not): two reductions find an entry that did not.
+            if not all(np.isfinite(k.max()) and np.isfinite(k.min()) for k in result):
+                raise OverflowError("kernels overflow: an entry exceeds the floating-point range")
+        return result
 
     def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
         """The NNGP Gram matrix K, shape (N1, N2); arguments as :meth:`kernels`."""
@@ -221,5 +231,48 @@ class FullyConnected:
         a = as_points(x, "x", dtype)
         nngp = np.empty(a.shape[0], dtype=dtype)
         ntk = np.empty(a.shape[0], dtype=dtype)
-        _core.diagonal(self._core_network(), a, nngp, ntk)
+        with self._float32_range(dtype, a):
+            _core.diagonal(self._core_network(), a, nngp, ntk)
         return Kernels(nngp, ntk)
+
+    @contextmanager
+    def _float32_range(self, dtype: np.dtype, *points: Optional[np.ndarray]) -> Iterator[None]:
+        """In float32, explain an overflow and warn of an underflow by the float64 diagonal.
+
+        Every entry obeys ``|K(x, x')| <= sqrt(K(x, x) K(x', x'))``, so the per-point values
+        (O(N) work next to the Gram's O(N^2)) tell whether the kernels' scale fits float32.
+        """
+        if dtype != np.float32:
+            yield
+            return
+        points = [p for p in points if p is not None]
+        tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+        try:
+            yield
+        except OverflowError as exc:
+            try:
+                diagonals = [self.diagonal(p, dtype=np.float64) for p in points]
+            except OverflowError:
+                raise exc from None
+            largest = max(float(np.max(np.abs(d.ntk))) for d in diagonals)
+            scale = max(float(np.max(np.mean(p.astype(np.float64) ** 2, axis=1))) for p in points)
+            raise OverflowError(
+                f"float32 kernels overflow: they exceed float32's largest {huge:.3g} (in float64, Theta(x, x) "
+                f"reaches {largest:.3g}; the inputs' mean square x.x/d is up to {scale:.3g}); use "
+                "dtype=numpy.float64, or rescale the inputs or lower W_std"
+            ) from exc
+        smallest = math.inf
+        for p in points:
+            d = self.diagonal(p, dtype=np.float64)
+            values = np.concatenate([d.nngp, d.ntk])
+            values = values[values > 0]
+            if values.size:
+                smallest = min(smallest, float(values.min()))
+        if smallest < tiny:
+            warnings.warn(
+                f"float32 kernels underflow: K(x, x) or Theta(x, x) is as small as {smallest:.3g}, below "
+                f"float32's smallest normal number {tiny:.3g}, so entries are 0 or lose digits; "
+                "use dtype=numpy.float64",
+                RuntimeWarning,
+                stacklevel=4,
+            )
