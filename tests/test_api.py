@@ -262,3 +262,10 @@ def test_float32_in_range_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ntkcore.FullyConnected(20, "relu").kernels(np.ones((3, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["max_passes", "block_size", "max_basis"])
+def test_counts_beyond_the_core_range_are_clear_value_errors(name):
+    K = np.eye(4)
+    with pytest.raises(ValueError, match=rf"{name} must be in \[1, "):
+        ntkcore.eigsh(K, k=1, **{name: 2**64})
