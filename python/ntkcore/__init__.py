@@ -8,6 +8,7 @@
 """
 
 from . import activations
+from . import layers
 from .network import FullyConnected, Kernels
 from . import finite
 from . import reference
@@ -21,6 +22,7 @@ __all__ = [
     "GradientFlow",
     "Kernels",
     "activations",
+    "layers",
     "finite",
     "reference",
     "condition_number",

@@ -387,3 +387,177 @@ def diagonal(net, x):
         theta = Tdot * theta
         q = T
     return Kernels(q, theta)
+
+
+# --------------------------------------------------------------------------- layer lists
+
+
+def _inputs(x, name):
+    """Channels-last inputs (N, *spatial, C) as float64; integer arrays convert exactly."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers (float or integer), got dtype {arr.dtype}")
+    if arr.ndim < 2 or arr.size == 0:
+        raise ValueError(f"{name} must have shape (N, *spatial, C) with N, C >= 1, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _window_index(size, window, stride, padding, layer):
+    """Input position of tap t for output o, shape (out, window); ``size`` marks a zero pad.
+
+    SPEC sec. 7: VALID shrinks the grid; SAME (XLA) has out = ceil(size / stride) and
+    pad_before = floor(max((out - 1) stride + window - size, 0) / 2); CIRCULAR wraps.
+    """
+    if padding == "VALID":
+        if size < window:
+            raise ValueError(f"{layer!r}: an axis of {size} positions is smaller than the window {window} (VALID)")
+        out, before = (size - window) // stride + 1, 0
+    else:
+        out = -(-size // stride)
+        before = max((out - 1) * stride + window - size, 0) // 2
+    index = np.arange(out)[:, None] * stride - before + np.arange(window)[None, :]
+    if padding == "CIRCULAR":
+        return index % size
+    return np.where((index >= 0) & (index < size), index, size)
+
+
+def _take(a, index, axis):
+    """``a`` at positions ``index`` along ``axis``, where index == size reads 0."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, 1)
+    return np.take(np.pad(a, pad), index, axis=axis)
+
+
+def _conv_average(S, layer, k):
+    """(1/|F|) sum_delta S[p + delta, p' + delta], one axis at a time (the same tap on both)."""
+    batch = S.ndim - 2 * k
+    for i, (f, s) in enumerate(zip(layer.filter_shape, layer.strides)):
+        a, b = batch + i, batch + k + i
+        ia = _window_index(S.shape[a], f, s, layer.padding, layer)
+        ib = _window_index(S.shape[b], f, s, layer.padding, layer)
+        S = sum(_take(_take(S, ia[:, t], a), ib[:, t], b) for t in range(f)) / f
+    return S
+
+
+def _pool_average(S, layer, k):
+    """mean over a, b in the window of S[s p + a, s p' + b] (independent offsets)."""
+    batch = S.ndim - 2 * k
+    for i, (w, s) in enumerate(zip(layer.window_shape, layer.strides)):
+        for axis in (batch + i, batch + k + i):
+            index = _window_index(S.shape[axis], w, s, layer.padding, layer)
+            S = sum(_take(S, index[:, t], axis) for t in range(w)) / w
+    return S
+
+
+def _spatial_diagonal(S, k):
+    """S[..., p, p] over the flattened positions, shape (*batch, P)."""
+    batch = S.shape[: S.ndim - 2 * k]
+    P = int(np.prod(S.shape[S.ndim - k:], dtype=int))
+    return np.diagonal(S.reshape(batch + (P, P)), axis1=-2, axis2=-1)
+
+
+def _activate(act, S, Theta, q1, q2, exact):
+    """Sigma <- T, Theta <- Tdot Theta entrywise; where ``exact``, from the variances alone."""
+    T, Tdot = dual(act, q1, q2, S)
+    if exact is not None:
+        T_d, Tdot_d = dual_diagonal(act, np.broadcast_to(q1, S.shape))
+        T, Tdot = np.where(exact, T_d, T), np.where(exact, Tdot_d, Tdot)
+    return T, Tdot * Theta
+
+
+def layer_kernels(layers, x1, x2=None):
+    """NNGP and NTK Gram matrices of a network given as a list of layers (SPEC sec. 7).
+
+    Carries, for every pair of inputs, Sigma[p, p'] and Theta[p, p'] over all pairs of
+    positions (O(N1 N2 P^2) memory: for small problems), and for every input its own
+    covariance, whose diagonal gives the variances q_p of the activations.
+
+    Parameters
+    ----------
+    layers : sequence of ``ntkcore.layers`` values and activations (objects or names)
+        Must end in a scalar state: a :class:`~ntkcore.layers.GlobalAvgPool` or
+        :class:`~ntkcore.layers.Flatten` readout for spatial inputs.
+    x1 : array_like, shape (N1, *spatial, C)
+        Channels-last inputs: (N, H, W, C) images, (N, L, C) sequences or (N, d) vectors.
+    x2 : array_like, shape (N2, *spatial2, C), optional
+        ``None`` means ``x1`` (a symmetric Gram, its diagonal from the variances alone).
+
+    Returns
+    -------
+    Kernels
+        ``nngp`` and ``ntk``, float64 arrays of shape (N1, N2).
+    """
+    from . import layers as _layers
+
+    symmetric = x2 is None
+    x1 = _inputs(x1, "x1")
+    x2 = x1 if symmetric else _inputs(x2, "x2")
+    if x2.ndim != x1.ndim or x2.shape[-1] != x1.shape[-1]:
+        raise ValueError(f"x2 must have x1's spatial rank and channels: x1 {x1.shape}, x2 {x2.shape}")
+    k = x1.ndim - 2
+    C = x1.shape[-1]
+    n1, n2 = x1.shape[0], x2.shape[0]
+    a = x1.reshape(n1, -1, C)
+    b = x2.reshape(n2, -1, C)
+    sp1, sp2 = x1.shape[1:-1], x2.shape[1:-1]
+    # input: Sigma[p, p'] = sum_c x[p, c] x'[p', c] / C ; Theta = 0
+    S = np.einsum("npc,mqc->nmpq", a, b).reshape((n1, n2) + sp1 + sp2) / C
+    self1 = np.einsum("npc,nqc->npq", a, a).reshape((n1,) + sp1 + sp1) / C
+    self2 = np.einsum("npc,nqc->npq", b, b).reshape((n2,) + sp2 + sp2) / C
+    Theta, theta1, theta2 = np.zeros_like(S), np.zeros_like(self1), np.zeros_like(self2)
+    for layer in layers:
+        if isinstance(layer, (_layers.Dense, _layers.Conv)):
+            if isinstance(layer, _layers.Conv):
+                if k == 0:
+                    raise ValueError(f"{layer!r} needs spatial positions: inputs are (N, d) or a readout came before")
+                if len(layer.filter_shape) != k:
+                    raise ValueError(f"{layer!r}: filter_shape has {len(layer.filter_shape)} axes, inputs have {k}")
+                conv = lambda m: _conv_average(m, layer, k)  # noqa: E731
+            else:
+                conv = lambda m: m  # noqa: E731
+            w2, b2 = layer.W_std ** 2, layer.b_std ** 2
+            # Sigma <- sigma_w^2 avg(Sigma) + sigma_b^2 ; Theta <- Sigma_new + sigma_w^2 avg(Theta)
+            S, self1, self2 = (w2 * conv(m) + b2 for m in (S, self1, self2))
+            Theta, theta1, theta2 = (s + w2 * conv(t) for s, t in ((S, Theta), (self1, theta1), (self2, theta2)))
+        elif isinstance(layer, _layers.AvgPool):
+            if k == 0 or len(layer.window_shape) != k:
+                raise ValueError(f"{layer!r} needs inputs with {len(layer.window_shape)} spatial axes before a readout")
+            S, self1, self2, Theta, theta1, theta2 = (
+                _pool_average(m, layer, k) for m in (S, self1, self2, Theta, theta1, theta2)
+            )
+        elif isinstance(layer, (_layers.GlobalAvgPool, _layers.Flatten)):
+            if k == 0:
+                raise ValueError(f"{layer!r} needs spatial positions: inputs are (N, d) or a readout came before")
+            if isinstance(layer, _layers.Flatten):
+                if S.shape[2: 2 + k] != S.shape[2 + k:]:
+                    raise ValueError(f"{layer!r} needs equal grids for x1 and x2, got {S.shape[2:2 + k]} and {S.shape[2 + k:]}")
+                # K = mean_p Sigma[p, p]
+                S, self1, self2, Theta, theta1, theta2 = (
+                    _spatial_diagonal(m, k).mean(axis=-1) for m in (S, self1, self2, Theta, theta1, theta2)
+                )
+            else:  # K = mean_{p, p'} Sigma[p, p']
+                S, self1, self2, Theta, theta1, theta2 = (
+                    m.mean(axis=tuple(range(m.ndim - 2 * k, m.ndim))) for m in (S, self1, self2, Theta, theta1, theta2)
+                )
+            k = 0
+        else:
+            act = _activations.get(layer)
+            q1, q2 = _spatial_diagonal(self1, k), _spatial_diagonal(self2, k)  # (N, P)
+            one = (1,) * k
+            q1_pair = q1.reshape((n1, 1) + self1.shape[1: 1 + k] + one)
+            q2_pair = q2.reshape((1, n2) + one + self2.shape[1: 1 + k])
+            eye1 = np.eye(q1.shape[1], dtype=bool).reshape(self1.shape[1:])
+            eye2 = np.eye(q2.shape[1], dtype=bool).reshape(self2.shape[1:])
+            pair_exact = (np.eye(n1, dtype=bool).reshape((n1, n1) + one + one) & eye1) if symmetric else None
+            S_new, Theta = _activate(act, S, Theta, q1_pair, q2_pair, pair_exact)
+            s1_new, theta1 = _activate(act, self1, theta1, q1.reshape((n1,) + self1.shape[1:1 + k] + one),
+                                       q1.reshape((n1,) + one + self1.shape[1:1 + k]), eye1)
+            s2_new, theta2 = _activate(act, self2, theta2, q2.reshape((n2,) + self2.shape[1:1 + k] + one),
+                                       q2.reshape((n2,) + one + self2.shape[1:1 + k]), eye2)
+            S, self1, self2 = S_new, s1_new, s2_new
+    if k != 0:
+        raise ValueError("layers must end in a scalar state: add a GlobalAvgPool() or Flatten() readout")
+    return Kernels(S, Theta)
