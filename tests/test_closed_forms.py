@@ -267,7 +267,7 @@ def test_rectified_monomial_order_is_checked(n):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1", None])
 def test_sin_and_cos_parameters_are_checked(cls, bad):
     for name in ("a", "b", "c"):
-        with pytest.raises((TypeError, ValueError), match=name):
+        with pytest.raises((TypeError, ValueError), match=rf"{cls.__name__}: {name} must be"):
             cls(**{name: bad})
 
 
