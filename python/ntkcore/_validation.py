@@ -30,8 +30,10 @@ def resolve_dtype(dtype, *arrays) -> np.dtype:
 def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> np.ndarray:
     """``x`` as a C-contiguous (N, d) array of ``dtype``, copied only when it must be.
 
-    Raises TypeError for non-real dtypes and ValueError for a wrong shape, an
-    empty array, a feature dimension other than ``features``, or NaN/inf.
+    Integer arrays are converted exactly (ValueError if a value is beyond the significand of
+    ``dtype``: 2^53 for float64, 2^24 for float32).  Raises TypeError for bool, complex, object
+    and string arrays, and ValueError for a wrong shape, an empty array, a feature dimension
+    other than ``features``, or NaN/inf.
     """
     if isinstance(x, np.ndarray):
         arr = x
@@ -41,14 +43,19 @@ def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> 
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{name} must be a 2-D array of real numbers: {exc}") from exc
     kind = arr.dtype.kind
-    if kind != "f":
-        what = {"i": "integer", "u": "integer", "b": "boolean", "c": "complex", "O": "object"}.get(
-            kind, str(arr.dtype)
-        )
+    if kind not in "fiu":
+        what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "string"}.get(kind, str(arr.dtype))
         raise TypeError(
-            f"{name} must hold floating-point numbers, got {what} dtype {arr.dtype}; "
-            f"convert explicitly, e.g. {name}.astype(numpy.float64)"
+            f"{name} must hold real numbers (floating-point or integer), got {what} dtype {arr.dtype}"
         )
+    if kind in "iu" and arr.size:
+        # Integers (uint8 images, counts) convert exactly while they fit the significand.
+        limit = 2 ** (np.finfo(dtype).nmant + 1)
+        if int(arr.max()) > limit or int(arr.min()) < -limit:
+            raise ValueError(
+                f"{name} holds integers beyond +-2^{np.finfo(dtype).nmant + 1}, which {dtype} cannot "
+                f"represent exactly; convert explicitly, e.g. {name}.astype(numpy.float64)"
+            )
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D of shape (N, d), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
