@@ -2,6 +2,8 @@
 // conversions they all use.
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -10,10 +12,12 @@
 
 #include "ntkcore/input_layer.hpp"
 #include "ntkcore/network.hpp"
+#include "ntkcore/parallel.hpp"
 
 void bind_kernels(pybind11::module_& m);
 void bind_empirical(pybind11::module_& m);
 void bind_spectral(pybind11::module_& m);
+void bind_layers(pybind11::module_& m);
 
 // The activation of a spec that starts (family, (a, b, c)), and the whole network spec of
 // FullyConnected._core_network(): (family, (a, b, c), w_var, b_var, widths or None).
@@ -32,4 +36,32 @@ template <class T>
 Eigen::Map<const ntkcore::RowMatrix<T>> matrix_view(const Array<T>& a, const char* name) {
     if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
     return {a.data(), a.shape(0), a.shape(1)};
+}
+
+// A new C-contiguous rows x cols array whose memory numpy frees.  Allocated here rather
+// than by numpy, which asks for transparent huge pages: faulting those in can cost more
+// than the whole computation on a machine whose free memory is fragmented.
+template <class T>
+inline Array<T> new_matrix(std::size_t rows, std::size_t cols) {
+    std::unique_ptr<T[]> data(new T[rows * cols]);
+    pybind11::capsule owner(data.get(), [](void* p) { delete[] static_cast<T*>(p); });
+    T* raw = data.release();
+    return Array<T>({rows, cols}, {cols * sizeof(T), sizeof(T)}, raw, owner);
+}
+
+
+// Runs `work` without the GIL; a Ctrl-C that ended it (ntkcore::Interrupted, after
+// python_interrupt_pending said so) comes back as the pending KeyboardInterrupt.
+template <class Work>
+void without_gil(Work&& work) {
+    bool interrupted = false;
+    {
+        pybind11::gil_scoped_release release;
+        try {
+            work();
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw pybind11::error_already_set();
 }

@@ -116,17 +116,6 @@ bool python_interrupt_pending() {
 
 namespace {
 
-// A new C-contiguous rows x cols array whose memory numpy frees.  Allocated here rather
-// than by numpy, which asks for transparent huge pages: faulting those in can cost more
-// than the whole computation on a machine whose free memory is fragmented.
-template <class T>
-Array<T> new_matrix(std::size_t rows, std::size_t cols) {
-    std::unique_ptr<T[]> data(new T[rows * cols]);
-    py::capsule owner(data.get(), [](void* p) { delete[] static_cast<T*>(p); });
-    T* raw = data.release();
-    return Array<T>({rows, cols}, {cols * sizeof(T), sizeof(T)}, raw, owner);
-}
-
 template <class T>
 py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2,
                int n_threads, std::size_t tile_rows, std::size_t tile_cols) {

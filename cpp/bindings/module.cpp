@@ -40,4 +40,5 @@ PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
     bind_kernels(m);
     bind_empirical(m);
     bind_spectral(m);
+    bind_layers(m);
 }

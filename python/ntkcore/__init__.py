@@ -10,6 +10,7 @@
 from . import activations
 from . import layers
 from .network import FullyConnected, Kernels
+from .serial import Serial, serial
 from . import finite
 from . import reference
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
@@ -21,6 +22,7 @@ __all__ = [
     "FullyConnected",
     "GradientFlow",
     "Kernels",
+    "Serial",
     "activations",
     "layers",
     "finite",
@@ -33,6 +35,7 @@ __all__ = [
     "loss_bound",
     "loss_curve",
     "max_learning_rate",
+    "serial",
     "spectrum",
     "__version__",
 ]

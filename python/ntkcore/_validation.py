@@ -27,13 +27,14 @@ def resolve_dtype(dtype, *arrays) -> np.dtype:
     return resolved
 
 
-def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> np.ndarray:
-    """``x`` as a C-contiguous (N, d) array of ``dtype``, copied only when it must be.
+def as_real_array(x, name: str, dtype: np.dtype, ndims: tuple, shape_text: str) -> np.ndarray:
+    """``x`` as a C-contiguous, finite array of ``dtype`` with ``ndim`` in ``ndims`` and no
+    empty axis, copied only when it must be.
 
     Integer arrays are converted exactly (ValueError if a value is beyond the significand of
     ``dtype``: 2^53 for float64, 2^24 for float32).  Raises TypeError for bool, complex, object
-    and string arrays, and ValueError for a wrong shape, an empty array, a feature dimension
-    other than ``features``, or NaN/inf.
+    and string arrays, and ValueError for a wrong shape (``shape_text`` names the expected one),
+    an empty axis, or NaN/inf.
     """
     if isinstance(x, np.ndarray):
         arr = x
@@ -41,7 +42,7 @@ def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> 
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a 2-D array of real numbers: {exc}") from exc
+            raise TypeError(f"{name} must be an array of real numbers, {shape_text}: {exc}") from exc
     kind = arr.dtype.kind
     if kind not in "fiu":
         what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "string"}.get(kind, str(arr.dtype))
@@ -56,20 +57,27 @@ def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> 
                 f"{name} holds integers beyond +-2^{np.finfo(dtype).nmant + 1}, which {dtype} cannot "
                 f"represent exactly; convert explicitly, e.g. {name}.astype(numpy.float64)"
             )
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (N, d), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
+    if arr.ndim not in ndims:
+        raise ValueError(f"{name} must be {shape_text}, got shape {arr.shape}")
+    if 0 in arr.shape:
         raise ValueError(f"{name} must have at least one row and one column, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{name} must be finite; {name}[{', '.join(map(str, where))}] = {arr[where]}")
+    return arr
+
+
+def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> np.ndarray:
+    """``x`` as a C-contiguous (N, d) array of ``dtype`` (see :func:`as_real_array`); a feature
+    dimension other than ``features`` is a ValueError."""
+    arr = as_real_array(x, name, dtype, (2,), "2-D of shape (N, d)")
     if features is not None and arr.shape[1] != features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features per row but x1 has {features}: "
             f"expected shape (N2, {features}), got {arr.shape}"
         )
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise ValueError(f"{name} must be finite; {name}[{row}, {col}] = {arr[row, col]}")
     return arr
 
 
