@@ -75,7 +75,7 @@ def _finite_fields(obj, names, gain=None) -> None:
         object.__setattr__(obj, name, value)
     if gain is not None:
         a, b = (getattr(obj, name) for name in gain)
-        if not math.isfinite((a * b) ** 2):
+        if not math.isfinite((a * b) * (a * b)):
             raise ValueError(f"{owner}: {gain[0]} * {gain[1]} = {a * b!r} is too large (its square overflows)")
 
 
