@@ -335,23 +335,27 @@ class Numerical(Activation):
     deg : int in [1, 4096], optional
         Nodes of the Gauss-Hermite rule (all of them then enter the series).  Default:
         chosen per layer, growing from 64 to at most 2048, until the Hermite coefficients
-        of phi and phi' beyond 3/4 of the degree hold at most 1e-7 of their norm (the
-        kernels' error is then ~1e-14 relative: it is about quadratic in that tail), and
-        the series is cut where its tail is below rounding.
+        of phi and phi' beyond 3/4 of the degree hold at most 1e-7 of their norm and
+        ``E[phi^2]``, ``E[phi'^2]`` changed by at most 1e-7 from the previous degree (the
+        kernels' error is then ~1e-14 relative: it is about quadratic in the tail), and the
+        series is cut where its tail is below rounding.
 
     Accuracy and its limits: large pre-activation variances ``q`` defeat the rule, because
     ``phi(sqrt(q) z)`` then has features of width ``1 / sqrt(q)`` (tanh, sigmoid and erf
     approach a step, softplus, silu and gelu a kink) that the nodes, ~``1 / sqrt(deg)``
-    apart, cannot resolve.  Never silently:
+    apart, cannot resolve.  The result is never silently unconverged:
 
-    * automatic degree: if 2048 nodes leave the tail above 1e-7 at some layer,
-      :class:`AccuracyError` (an ArithmeticError) is raised, naming the layer, the variance
-      and the estimated error (the tail).  With ``|x|^2 / d = 1`` and ``b_std = 0.1`` this
-      happens from ``W_std`` ~ 5 (tanh) ... (measured, see the README); lower ``W_std``, use
-      a closed form (:class:`Erf`, :class:`Gelu`) or fix ``deg``;
+    * automatic degree: if 2048 nodes leave the estimate (the tail, or the change with the
+      degree) above 1e-7 at some layer, :class:`AccuracyError` (an ArithmeticError) is
+      raised, naming the layer, the variance and the estimate.  The largest ``q`` accepted
+      (measured): tanh ~10, erf and mish ~25, sigmoid ~40, silu ~45, gelu ~50, softplus
+      ~60; sin and cos beyond 1e4.  elu and selu, whose derivatives have a kink, are always
+      refused (2048 nodes leave ~1e-4 in the NTK): give them a fixed ``deg``.  Where it is
+      raised, lower ``W_std``, ``b_std`` or the input scale, use a closed form
+      (:class:`Erf`, :class:`Gelu`, :class:`Sin`) or fix ``deg``;
     * fixed ``deg``: the result is returned, with an :class:`AccuracyWarning` (a
-      RuntimeWarning) when the tail exceeds 1e-7 at some layer (the first such layer is
-      named).  neural-tangents' ``deg=25`` is accurate to ~1e-4..1e-2 only and warns.
+      RuntimeWarning) when the estimate exceeds 1e-7 at some layer (the first such layer
+      is named).  neural-tangents' ``deg=25`` is accurate to ~1e-4..1e-2 only and warns.
 
     Memory: per layer, N x K coefficients of phi and of phi' (K <= deg terms), also for
     the matrix-free eigen solvers.

@@ -13,17 +13,18 @@
 // rounding in T.  d is set to 0.
 //
 // Degree: unless fixed, D grows (64, 96, 128, ... max_auto_degree) until, for every point,
-// the coefficients beyond 3D/4 of both phi and phi' hold at most 1e-7 of the norm.  The rule's
-// error then measured ~tail^2 (below 1e-14 of sqrt(T(x, x) T(x', x'))) for tanh, erf and
-// softplus at variances 2 to 9 against a 3000-node rule.  The series then keeps K terms,
-// the fewest whose tails hold at most 1e-8 of the norm: by Cauchy-Schwarz the terms
-// dropped change T by at most 1e-16 of sqrt(T(x, x) T(x', x')).
+// the coefficients beyond 3D/4 of both phi and phi' hold at most 1e-7 of the norm, and
+// E[phi^2], E[phi'^2] of the extreme points changed by at most 1e-7 from the previous
+// degree.  The rule's error then measured ~tail^2 (below 1e-14 of sqrt(T(x, x) T(x', x')))
+// for tanh, erf and softplus at variances 2 to 9 against a 3000-node rule.  The series then
+// keeps K terms, the fewest whose tails hold at most 1e-8 of the norm: by Cauchy-Schwarz the
+// terms dropped change T by at most 1e-16 of sqrt(T(x, x) T(x', x')).
 //
-// That tail is also the error estimate, a pessimistic one (the rule's error is quadratic
-// in it while the coefficients decay), together with the change of E[phi^2] and E[phi'^2]
-// from the previous degree, which exposes aliasing.  Large variances defeat the rule: phi(s z) then
-// has features of width ~1/s (tanh and erf approach a step, softplus and silu a kink),
-// its coefficients decay slowly and the nodes, ~1/sqrt(D) apart, cannot resolve it.  An
+// The larger of the tail and the change is the error estimate, a pessimistic one (the
+// rule's error is quadratic in the tail while the coefficients decay; the change exposes
+// aliasing, which the tail cannot see).  Large variances defeat the rule: phi(s z) then has
+// features of width ~1/s (tanh and erf approach a step, softplus and silu a kink), its
+// coefficients decay slowly and the nodes, ~1/sqrt(D) apart, cannot resolve it.  An
 // automatic degree that reaches its limit unconverged throws AccuracyError; a fixed degree
 // above the target tells NumericalFunction::warn.  Neither returns silently.
 #pragma once
@@ -160,9 +161,9 @@ struct HermiteSeries {
             const auto [lo, hi] = std::minmax_element(q.begin(), q.end());
             probe = {*hi, *lo};
         }
-        // The error estimate is the coefficient tail, and the change of the probe's
-        // E[phi^2], E[phi'^2] from the previous degree: a phi(s z) that oscillates faster
-        // than the nodes (sin at large s) aliases to a smooth-looking one, whose tail is small.
+        // The change of the probe's moments with the degree: a phi(s z) that oscillates
+        // faster than the nodes (sin at large s) aliases to a smooth-looking one, whose
+        // tail is small.  A fixed degree compares with 3/4 of it.
         std::size_t d = fn->degree ? fn->degree : 64;
         detail::Tail change{std::numeric_limits<double>::infinity(), 0};
         if (fn->degree) {
@@ -175,7 +176,7 @@ struct HermiteSeries {
                 if (!before.empty()) change = detail::relative_change(before, now);
                 const detail::Tail tail = worst_tail(layer, d);
                 const bool converged = tail.value <= tail_target && change.value <= tail_target;
-                if (!converged && next_degree(d) > max_auto_degree) {
+                if (!converged && next_degree(d) > max_auto_degree) {  // throws
                     const bool by_tail = tail.value >= change.value;
                     report(std::max(tail.value, change.value), probe[std::size_t(by_tail ? tail.column : change.column)],
                            d, layer_index);
