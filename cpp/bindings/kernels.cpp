@@ -1,6 +1,7 @@
 // Bindings of the Gram-matrix driver: array conversion, GIL release, interruption.
 #include <algorithm>
 #include <cstddef>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,18 +43,32 @@ ntkcore::NumericalFunction::Batch python_batch(const py::object& callable, const
     };
 }
 
+// An accuracy warning of the core as ntkcore.activations.AccuracyWarning, attributed to the
+// caller of the public function; raises if the warning filters turn it into an error.
+void warn_accuracy(const std::string& message) {
+    py::gil_scoped_acquire gil;
+    const py::object category = py::module_::import("ntkcore.activations").attr("AccuracyWarning");
+    if (PyErr_WarnEx(category.ptr(), message.c_str(), 2) != 0) throw py::error_already_set();
+}
+
 // ((name or fn), dfn or None, degree) of a numerical activation.
 std::shared_ptr<const ntkcore::NumericalFunction> to_numerical(const py::tuple& params) {
     if (params.size() != 3) throw std::invalid_argument("numerical activation needs (fn, dfn, degree)");
     const std::size_t degree = params[2].cast<std::size_t>();
+    std::shared_ptr<ntkcore::NumericalFunction> fn;
     if (py::isinstance<py::str>(params[0])) {
-        const auto id = ntkcore::builtin_from_name(params[0].cast<std::string>());
-        return std::make_shared<const ntkcore::NumericalFunction>(ntkcore::builtin_numerical(id, degree));
+        const auto name = params[0].cast<std::string>();
+        fn = std::make_shared<ntkcore::NumericalFunction>(
+            ntkcore::builtin_numerical(ntkcore::builtin_from_name(name), degree));
+        fn->name = name;
+    } else {
+        fn = std::make_shared<ntkcore::NumericalFunction>();
+        fn->phi = python_batch(params[0], "fn");
+        if (!params[1].is_none()) fn->dphi = python_batch(params[1], "dfn");
+        fn->degree = degree;
+        fn->name = "Numerical(" + std::string(py::str(py::getattr(params[0], "__name__", py::repr(params[0])))) + ")";
     }
-    auto fn = std::make_shared<ntkcore::NumericalFunction>();
-    fn->phi = python_batch(params[0], "fn");
-    if (!params[1].is_none()) fn->dphi = python_batch(params[1], "dfn");
-    fn->degree = degree;
+    fn->warn = warn_accuracy;
     return fn;
 }
 
@@ -157,8 +172,16 @@ void diagonal(const py::tuple& spec, const Array<T>& x, Array<T>& nngp, Array<T>
         throw std::invalid_argument("diagonal outputs must be 1-D");
     Eigen::Map<ntkcore::Vector<T>> k(nngp.mutable_data(), nngp.shape(0));
     Eigen::Map<ntkcore::Vector<T>> t(ntk.mutable_data(), ntk.shape(0));
-    py::gil_scoped_release release;
-    ntkcore::diagonal<T>(net, a, k, t);
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            ntkcore::diagonal<T>(net, a, k, t, python_interrupt_pending);
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
 }
 
 template <class T>
@@ -175,6 +198,15 @@ void define(py::module_& m) {
 }  // namespace
 
 void bind_kernels(py::module_& m) {
+    // The core's AccuracyError (any binding) as ntkcore.activations.AccuracyError.
+    py::register_local_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ntkcore::AccuracyError& e) {
+            const py::object cls = py::module_::import("ntkcore.activations").attr("AccuracyError");
+            PyErr_SetString(cls.ptr(), e.what());
+        }
+    });
     define<double>(m);
     define<float>(m);
     m.def(

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Dict, Optional, Tuple, Type, Union
 
 __all__ = [
+    "AccuracyError",
+    "AccuracyWarning",
     "Activation",
     "ABRelu",
     "Relu",
@@ -59,14 +61,46 @@ def _finite_float(value, name: str, owner: str) -> float:
     return value
 
 
-def _finite_fields(obj, names) -> None:
-    """Replace each named field of a frozen activation by its checked float value."""
+def _finite_fields(obj, names, gain=None) -> None:
+    """Replace each named field of a frozen activation by its checked float value.
+
+    The dual maps hold the fields' squares (and, with ``gain = (a, b)``, ``(a b)**2``, the
+    derivative's scale), which must stay finite too.
+    """
+    owner = type(obj).__name__
     for name in names:
-        object.__setattr__(obj, name, _finite_float(getattr(obj, name), name, type(obj).__name__))
+        value = _finite_float(getattr(obj, name), name, owner)
+        if not math.isfinite(value * value):
+            raise ValueError(f"{owner}: {name} = {value!r} is too large ({name}**2 overflows)")
+        object.__setattr__(obj, name, value)
+    if gain is not None:
+        a, b = (getattr(obj, name) for name in gain)
+        if not math.isfinite((a * b) * (a * b)):
+            raise ValueError(f"{owner}: {gain[0]} * {gain[1]} = {a * b!r} is too large (its square overflows)")
+
+
+class AccuracyError(ArithmeticError):
+    """A :class:`Numerical` activation's kernels cannot reach the target accuracy.
+
+    Raised when the automatic Gauss-Hermite degree reaches its limit with the coefficient
+    tails still above the target (large pre-activation variances, where the function has
+    features too narrow for the rule); the message names the layer, the variance and the
+    estimated error.
+    """
+
+
+class AccuracyWarning(RuntimeWarning):
+    """A :class:`Numerical` activation's fixed ``deg`` leaves an error above the target.
+
+    Turn it into an error with ``warnings.simplefilter("error", AccuracyWarning)``.
+    """
 
 
 class Activation:
-    """Base class of the activations: subclasses define ``family`` and ``core_params``."""
+    """Base class of the activations: subclasses define ``family`` and ``core_params``.
+
+    Not an activation itself: :func:`get` (and so every network) refuses it with TypeError.
+    """
 
     family: ClassVar[str]
 
@@ -85,8 +119,7 @@ class ABRelu(Activation):
     family: ClassVar[str] = "ab_relu"
 
     def __post_init__(self):
-        object.__setattr__(self, "a", _finite_float(self.a, "a", "ABRelu"))
-        object.__setattr__(self, "b", _finite_float(self.b, "b", "ABRelu"))
+        _finite_fields(self, ("a", "b"))
 
     @property
     def core_params(self):
@@ -112,7 +145,7 @@ class LeakyRelu(Activation):
     family: ClassVar[str] = "ab_relu"
 
     def __post_init__(self):
-        object.__setattr__(self, "alpha", _finite_float(self.alpha, "alpha", "LeakyRelu"))
+        _finite_fields(self, ("alpha",))
 
     @property
     def core_params(self):
@@ -162,7 +195,7 @@ class Erf(Activation):
     family: ClassVar[str] = "erf"
 
     def __post_init__(self):
-        _finite_fields(self, ("a", "b", "c"))
+        _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
 
     @property
     def core_params(self):
@@ -195,7 +228,7 @@ class Sin(Activation):
     family: ClassVar[str] = "sin"
 
     def __post_init__(self):
-        _finite_fields(self, ("a", "b", "c"))
+        _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
 
     @property
     def core_params(self):
@@ -215,7 +248,7 @@ class Cos(Activation):
     family: ClassVar[str] = "sin"
 
     def __post_init__(self):
-        _finite_fields(self, ("a", "b", "c"))
+        _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
 
     @property
     def core_params(self):
@@ -301,12 +334,28 @@ class Numerical(Activation):
         central difference, ~1e-10 relative).
     deg : int in [1, 4096], optional
         Nodes of the Gauss-Hermite rule (all of them then enter the series).  Default:
-        chosen per layer, growing from 64 to at most 2048, until the coefficients' tails
-        are at rounding level (~1e-15 for tanh, softplus, silu, gelu at pre-activation
-        variances up to ~10), and the series is cut where its tail is below rounding.
-        Large variances need more: tanh at q = 20 stops at 2048 with 2e-10 error in the
-        NTK, at q = 40 with 7e-7 (pass a larger ``deg``); kinked functions (elu, selu)
-        converge slowly and stop at 2048.
+        chosen per layer, growing from 64 to at most 2048, until the Hermite coefficients
+        of phi and phi' beyond 3/4 of the degree hold at most 1e-7 of their norm and
+        ``E[phi^2]``, ``E[phi'^2]`` changed by at most 1e-7 from the previous degree (the
+        kernels' error is then ~1e-14 relative: it is about quadratic in the tail), and the
+        series is cut where its tail is below rounding.
+
+    Accuracy and its limits: large pre-activation variances ``q`` defeat the rule, because
+    ``phi(sqrt(q) z)`` then has features of width ``1 / sqrt(q)`` (tanh, sigmoid and erf
+    approach a step, softplus, silu and gelu a kink) that the nodes, ~``1 / sqrt(deg)``
+    apart, cannot resolve.  The result is never silently unconverged:
+
+    * automatic degree: if 2048 nodes leave the estimate (the tail, or the change with the
+      degree) above 1e-7 at some layer, :class:`AccuracyError` (an ArithmeticError) is
+      raised, naming the layer, the variance and the estimate.  The largest ``q`` accepted
+      (measured): tanh ~10, erf and mish ~25, sigmoid ~40, silu ~45, gelu ~50, softplus
+      ~60; sin and cos beyond 1e4.  elu and selu, whose derivatives have a kink, are always
+      refused (2048 nodes leave ~1e-4 in the NTK): give them a fixed ``deg``.  Where it is
+      raised, lower ``W_std``, ``b_std`` or the input scale, use a closed form
+      (:class:`Erf`, :class:`Gelu`, :class:`Sin`) or fix ``deg``;
+    * fixed ``deg``: the result is returned, with an :class:`AccuracyWarning` (a
+      RuntimeWarning) when the estimate exceeds 1e-7 at some layer (the first such layer
+      is named).  neural-tangents' ``deg=25`` is accurate to ~1e-4..1e-2 only and warns.
 
     Memory: per layer, N x K coefficients of phi and of phi' (K <= deg terms), also for
     the matrix-free eigen solvers.
@@ -375,10 +424,15 @@ def get(activation: Union[str, Activation]) -> Activation:
     ``"LeakyRelu"``); named activations take their default parameters.  Names of built-ins
     without a closed form give ``Numerical(name)``.
     """
-    if isinstance(activation, Activation):
-        return activation
     if isinstance(activation, type) and issubclass(activation, Activation):
-        return activation()
+        activation = activation()
+    if isinstance(activation, Activation):
+        if getattr(type(activation), "family", None) is None:
+            raise TypeError(
+                f"{type(activation).__name__} is not a concrete activation (no family): use one "
+                "such as Relu(), Erf() or Numerical('tanh')"
+            )
+        return activation
     if not isinstance(activation, str):
         raise TypeError(
             "activation must be an ntkcore.activations object or a name such as 'relu', "

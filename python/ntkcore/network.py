@@ -55,6 +55,8 @@ def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
         v = float(v)
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} entries must be finite and >= 0, got {v!r}")
+        if not math.isfinite(v * v):  # the recursion's variance factor is the square
+            raise ValueError(f"{name} = {v!r} is too large: {name}**2 overflows")
         out.append(v)
     return tuple(out)
 

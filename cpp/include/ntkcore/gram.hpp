@@ -29,7 +29,8 @@ struct GramOptions {
     int n_threads = 0;  // 0: as many as OpenMP offers
     std::size_t tile_rows = 64;
     std::size_t tile_cols = 64;
-    // Polled by the calling thread between tiles (at most every 50 ms); true ends the run.
+    // Polled by the calling thread (at most every 50 ms: between tiles, every few layers
+    // within one, and in the per-point recursion); true ends the run by Interrupted.
     std::function<bool()> should_stop;
 };
 
@@ -69,7 +70,7 @@ template <class T>
 void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
           const Eigen::Ref<const RowMatrix<T>>* x2, Eigen::Ref<RowMatrix<T>> nngp,
           Eigen::Ref<RowMatrix<T>> ntk, const GramOptions& opt = GramOptions()) {
-    const KernelTiles<T> tiles(net, x1, x2);
+    const KernelTiles<T> tiles(net, x1, x2, opt.should_stop);
     const std::size_t n1 = tiles.rows(), n2 = tiles.cols();
     if (std::size_t(nngp.rows()) != n1 || std::size_t(nngp.cols()) != n2 ||
         std::size_t(ntk.rows()) != n1 || std::size_t(ntk.cols()) != n2)
@@ -84,7 +85,8 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
     const bool small = n1 * n2 * (net.depth() + 1) < 200000;
     const int threads = detail::resolve_threads(opt.n_threads, small ? 1 : starts.size());
     std::vector<TileWorkspace<T>> workspaces(std::size_t(threads), TileWorkspace<T>(tr * tc));
-    detail::parallel_tiles(starts.size(), threads, opt.should_stop, [&](std::size_t t) {
+    StopSignal stop(opt.should_stop);
+    detail::parallel_tiles(starts.size(), threads, stop, [&](std::size_t t) {
 #ifdef _OPENMP
         TileWorkspace<T>& ws = workspaces[std::size_t(omp_get_thread_num())];
 #else
@@ -92,7 +94,7 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
 #endif
         const std::size_t i0 = starts[t].first, j0 = starts[t].second;
         const std::size_t rows = std::min(tr, n1 - i0), cols = std::min(tc, n2 - j0);
-        tiles.compute(i0, j0, rows, cols, ws);
+        tiles.compute(i0, j0, rows, cols, ws, &stop);
         const detail::Mirror mirror = !symmetric ? detail::Mirror::none
                                       : i0 == j0 ? detail::Mirror::diagonal
                                                  : detail::Mirror::off_diagonal;
@@ -101,17 +103,19 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
     });
 }
 
-// K(x, x) and Theta(x, x) for each row of x, from the per-point recursion alone.
+// K(x, x) and Theta(x, x) for each row of x, from the per-point recursion alone;
+// should_stop as in GramOptions.
 template <class T>
 void diagonal(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x, Eigen::Ref<Vector<T>> nngp,
-              Eigen::Ref<Vector<T>> ntk) {
+              Eigen::Ref<Vector<T>> ntk, const std::function<bool()>& should_stop = {}) {
     net.validate();
     if (nngp.size() != x.rows() || ntk.size() != x.rows())
         throw std::invalid_argument("diagonal: output arrays must have one entry per row of x");
     const detail::InputPoints<T> points(x);
     PointStates<T> states;
+    StopSignal stop(should_stop);
     detail::visit_family<T>(net.activation, [&](const auto& act) {
-        run_recursion<T>(net, act, {&points.variance}, {&states}, double(x.cols()));
+        run_recursion<T>(net, act, {&points.variance}, {&states}, double(x.cols()), stop);
     });
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
         nngp[i] = T(states.nngp[std::size_t(i)]);

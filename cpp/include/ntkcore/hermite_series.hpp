@@ -12,17 +12,28 @@
 // smooth, or the caller accepts the rule's error), so the rounding of rho costs only
 // rounding in T.  d is set to 0.
 //
-// Degree: unless fixed, D grows (64, 96, 128, ... 2048) until, for every point, the
-// coefficients beyond 3D/4 of both phi and phi' hold at most 1e-7 of the norm.  The rule's
-// error then measured ~tail^2 (below 1e-14 of sqrt(T(x, x) T(x', x'))) for tanh, erf and
-// softplus at variances 2 to 9 against a 3000-node rule.  The series then keeps K terms,
-// the fewest whose tails hold at most 1e-8 of the norm: by Cauchy-Schwarz the terms
-// dropped change T by at most 1e-16 of sqrt(T(x, x) T(x', x')).
+// Degree: unless fixed, D grows (64, 96, 128, ... max_auto_degree) until, for every point,
+// the coefficients beyond 3D/4 of both phi and phi' hold at most 1e-7 of the norm, and
+// E[phi^2], E[phi'^2] of the extreme points changed by at most 1e-7 from the previous
+// degree.  The rule's error then measured ~tail^2 (below 1e-14 of sqrt(T(x, x) T(x', x')))
+// for tanh, erf and softplus at variances 2 to 9 against a 3000-node rule.  The series then
+// keeps K terms, the fewest whose tails hold at most 1e-8 of the norm: by Cauchy-Schwarz the
+// terms dropped change T by at most 1e-16 of sqrt(T(x, x) T(x', x')).
+//
+// The larger of the tail and the change is the error estimate, a pessimistic one (the
+// rule's error is quadratic in the tail while the coefficients decay; the change exposes
+// aliasing, which the tail cannot see).  Large variances defeat the rule: phi(s z) then has
+// features of width ~1/s (tanh and erf approach a step, softplus and silu a kink), its
+// coefficients decay slowly and the nodes, ~1/sqrt(D) apart, cannot resolve it.  An
+// automatic degree that reaches its limit unconverged throws AccuracyError; a fixed degree
+// above the target tells NumericalFunction::warn.  Neither returns silently.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <initializer_list>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -36,6 +47,11 @@
 #include "quadrature.hpp"
 
 namespace ntkcore {
+
+// The series of a numerical activation cannot reach the target accuracy.
+struct AccuracyError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 // Row k holds coefficient k of every point.
 using CoefficientTable = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -55,14 +71,14 @@ namespace detail {
 // samples, from several threads when `threads` > 1 (thread-safe g only).
 inline void hermite_coefficients(const HermiteRule& rule, const std::vector<double>& q,
                                  const NumericalFunction::Batch& g, const char* what, int threads,
-                                 CoefficientTable& table) {
+                                 CoefficientTable& table, StopSignal& stop) {
     const std::size_t d = rule.degree(), n = q.size();
     const std::size_t chunk = std::max<std::size_t>(1, (std::size_t(1) << 18) / d);
     const std::size_t chunks = (n + chunk - 1) / chunk;
     table.resize(Eigen::Index(d), Eigen::Index(n));
     Eigen::VectorXd sqrt_w(static_cast<Eigen::Index>(d));
     for (std::size_t i = 0; i < d; ++i) sqrt_w[Eigen::Index(i)] = std::sqrt(rule.weights[i]);
-    parallel_tiles(chunks, resolve_threads(threads, chunks), {}, [&](std::size_t c) {
+    parallel_tiles(chunks, resolve_threads(threads, chunks), stop, [&](std::size_t c) {
         const std::size_t p0 = c * chunk, m = std::min(chunk, n - p0);
         const Eigen::Index rows = Eigen::Index(d), cols = Eigen::Index(m);
         Eigen::MatrixXd args(rows, cols), values(rows, cols);
@@ -80,11 +96,31 @@ inline void hermite_coefficients(const HermiteRule& rule, const std::vector<doub
     });
 }
 
-// sqrt(sum_{k >= from} t_k^2 / sum_k t_k^2), the largest over points (columns).
-inline double relative_tail(const CoefficientTable& t, Eigen::Index from) {
+// sqrt(sum_{k >= from} t_k^2 / sum_k t_k^2) of the worst point (column), and that column.
+struct Tail {
+    double value = 0.0;
+    Eigen::Index column = 0;
+};
+
+inline Tail relative_tail(const CoefficientTable& t, Eigen::Index from) {
     const Eigen::ArrayXd total = t.colwise().squaredNorm().transpose().array();
     const Eigen::ArrayXd tail = t.bottomRows(t.rows() - from).colwise().squaredNorm().transpose().array();
-    return std::sqrt((tail / total.max(std::numeric_limits<double>::min())).maxCoeff());
+    Tail worst;
+    const double value = (tail / total.max(std::numeric_limits<double>::min())).maxCoeff(&worst.column);
+    worst.value = std::sqrt(value);
+    return worst;
+}
+
+// max |a_i - b_i| / max(|a_i|, |b_i|) over i, and the point (i modulo n, a and b holding
+// two values per point) where it is reached.
+inline Tail relative_change(const std::vector<double>& a, const std::vector<double>& b) {
+    Tail worst;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const double scale = std::max({std::abs(a[i]), std::abs(b[i]), std::numeric_limits<double>::min()});
+        const double change = std::abs(a[i] - b[i]) / scale;
+        if (change > worst.value) worst = {change, Eigen::Index(i % (a.size() / 2))};
+    }
+    return worst;
 }
 
 // The fewest leading rows whose dropped rows hold at most `tol` of every column's norm.
@@ -104,8 +140,10 @@ template <class T>
 struct HermiteSeries {
     static constexpr bool homogeneous = false;
     static constexpr std::size_t max_auto_degree = 2048;
+    static constexpr double tail_target = 1e-7;
 
     const NumericalFunction* fn;
+    mutable bool warned = false;  // a fixed degree's warning names the first layer only
 
     explicit HermiteSeries(const Activation& act) : fn(act.numerical.get()) {
         if (!fn || !fn->phi) throw std::invalid_argument("numerical activation: phi is missing");
@@ -113,7 +151,8 @@ struct HermiteSeries {
 
     static std::size_t next_degree(std::size_t d) { return (d & (d - 1)) == 0 ? d + d / 2 : d / 3 * 4; }
 
-    SeriesLayer tabulate(const std::vector<double>& q) const {
+    // The series of activation `layer_index` (from 1) for points of true variances q.
+    SeriesLayer tabulate(const std::vector<double>& q, std::size_t layer_index, StopSignal& stop) const {
         SeriesLayer layer;
         // The degree is searched on the points of extreme variance (the largest is the
         // hardest for the functions at hand), then confirmed on all points.
@@ -122,19 +161,44 @@ struct HermiteSeries {
             const auto [lo, hi] = std::minmax_element(q.begin(), q.end());
             probe = {*hi, *lo};
         }
-        bool all_points = fn->degree != 0;
+        // The change of the probe's moments with the degree: a phi(s z) that oscillates
+        // faster than the nodes (sin at large s) aliases to a smooth-looking one, whose
+        // tail is small.  A fixed degree compares with 3/4 of it.
         std::size_t d = fn->degree ? fn->degree : 64;
-        for (;;) {
-            fill(hermite_rule(d), all_points ? q : probe, layer);
-            const Eigen::Index last = Eigen::Index(3 * d / 4);
-            const bool converged = detail::relative_tail(layer.coef, last) <= 1e-7 &&
-                                   detail::relative_tail(layer.dcoef, last) <= 1e-7;
-            const bool at_limit = fn->degree || next_degree(d) > max_auto_degree;
-            if ((converged || at_limit) && all_points) break;
-            if (converged || at_limit)
-                all_points = true;
-            else
+        detail::Tail change{std::numeric_limits<double>::infinity(), 0};
+        if (fn->degree) {
+            change = degree_change(probe, 3 * d / 4, d, stop);
+        } else {
+            std::vector<double> before;
+            for (;;) {
+                fill(hermite_rule(d), probe, layer, stop);
+                const std::vector<double> now = moments(layer);
+                if (!before.empty()) change = detail::relative_change(before, now);
+                const detail::Tail tail = worst_tail(layer, d);
+                const bool converged = tail.value <= tail_target && change.value <= tail_target;
+                if (!converged && next_degree(d) > max_auto_degree) {  // throws
+                    const bool by_tail = tail.value >= change.value;
+                    report(std::max(tail.value, change.value), probe[std::size_t(by_tail ? tail.column : change.column)],
+                           d, layer_index);
+                }
+                if (converged) break;
+                before = now;
                 d = next_degree(d);
+            }
+        }
+        // All points, at a higher degree if one between the extremes needs it.
+        for (;;) {
+            fill(hermite_rule(d), q, layer, stop);
+            const detail::Tail tail = worst_tail(layer, d);
+            const bool at_limit = fn->degree || next_degree(d) > max_auto_degree;
+            if (tail.value <= tail_target && change.value <= tail_target) break;
+            if (at_limit) {
+                const bool by_tail = tail.value >= change.value;
+                report(std::max(tail.value, change.value),
+                       by_tail ? q[std::size_t(tail.column)] : probe[std::size_t(change.column)], d, layer_index);
+                break;
+            }
+            d = next_degree(d);
         }
         const std::size_t terms =
             fn->degree ? d : std::max(detail::rows_needed(layer.coef, 1e-8), detail::rows_needed(layer.dcoef, 1e-8));
@@ -152,11 +216,59 @@ struct HermiteSeries {
         return layer;
     }
 
-    void fill(const HermiteRule& rule, const std::vector<double>& q, SeriesLayer& layer) const {
+    // The larger relative tail beyond 3/4 of the degree, of phi's and of phi''s coefficients.
+    static detail::Tail worst_tail(const SeriesLayer& layer, std::size_t d) {
+        const Eigen::Index last = Eigen::Index(3 * d / 4);
+        const detail::Tail a = detail::relative_tail(layer.coef, last), b = detail::relative_tail(layer.dcoef, last);
+        return a.value >= b.value ? a : b;
+    }
+
+    // E[phi^2] of each point, then E[phi'^2] of each point, by the series of `layer`.
+    static std::vector<double> moments(const SeriesLayer& layer) {
+        std::vector<double> m;
+        for (const CoefficientTable* t : {&layer.coef, &layer.dcoef})
+            for (Eigen::Index p = 0; p < t->cols(); ++p) m.push_back(t->col(p).squaredNorm());
+        return m;
+    }
+
+    // How much the probe's moments change from degree `lower` to `degree` (0 when lower = 0).
+    detail::Tail degree_change(const std::vector<double>& probe, std::size_t lower, std::size_t degree,
+                               StopSignal& stop) const {
+        if (lower == 0) return {};
+        SeriesLayer a, b;
+        fill(hermite_rule(lower), probe, a, stop);
+        fill(hermite_rule(degree), probe, b, stop);
+        return detail::relative_change(moments(a), moments(b));
+    }
+
+    // An unconverged series: refused at the automatic degree's limit, reported to fn->warn
+    // at a fixed degree (the caller asked for that rule and its error).
+    void report(double estimate, double variance, std::size_t degree, std::size_t layer_index) const {
+        char text[512];
+        if (!fn->degree) {
+            std::snprintf(text, sizeof text,
+                          "%s: Gauss-Hermite series not converged at layer %zu for pre-activation variance "
+                          "q = %.4g (estimated relative error %.1e at degree %zu, the largest automatic "
+                          "one; target %.0e); lower W_std, b_std or the input scale, use an activation "
+                          "with a closed form (Erf, Gelu, ...) or pass a fixed deg to accept the error",
+                          fn->name.c_str(), layer_index, variance, estimate, degree, tail_target);
+            throw AccuracyError(text);
+        }
+        if (!fn->warn || warned) return;
+        warned = true;
+        std::snprintf(text, sizeof text,
+                      "%s: Gauss-Hermite series at the fixed degree %zu leaves an estimated relative error "
+                      "%.1e (target %.0e) at layer %zu, pre-activation variance q = %.4g (the first such "
+                      "layer); leave deg unset for an automatic degree",
+                      fn->name.c_str(), degree, estimate, tail_target, layer_index, variance);
+        fn->warn(text);
+    }
+
+    void fill(const HermiteRule& rule, const std::vector<double>& q, SeriesLayer& layer, StopSignal& stop) const {
         const int threads = fn->thread_safe ? 0 : 1;
-        detail::hermite_coefficients(rule, q, fn->phi, "phi", threads, layer.coef);
+        detail::hermite_coefficients(rule, q, fn->phi, "phi", threads, layer.coef, stop);
         if (fn->dphi)
-            detail::hermite_coefficients(rule, q, fn->dphi, "phi'", threads, layer.dcoef);
+            detail::hermite_coefficients(rule, q, fn->dphi, "phi'", threads, layer.dcoef, stop);
         else
             price_derivative(q, layer);
     }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -16,6 +17,7 @@
 #include "hermite_series.hpp"
 #include "input_layer.hpp"
 #include "network.hpp"
+#include "parallel.hpp"
 #include "recursion.hpp"
 
 namespace ntkcore {
@@ -84,12 +86,13 @@ struct TileWorkspace {
 };
 
 // The kernels between the rows of x1 (N1 x dim) and of x2 (N2 x dim), or of x1 with itself
-// (x2 = nullptr).  Keeps references to x1 and x2: they must outlive this object.
+// (x2 = nullptr).  Keeps references to x1 and x2: they must outlive this object.  The
+// per-point recursion polls should_stop (parallel.hpp's StopSignal) and may throw Interrupted.
 template <class T>
 class KernelTiles {
 public:
     KernelTiles(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
-                const Eigen::Ref<const RowMatrix<T>>* x2)
+                const Eigen::Ref<const RowMatrix<T>>* x2, const std::function<bool()>& should_stop = {})
         : net_(net), p1_(x1), p2_(x2 ? new detail::InputPoints<T>(*x2) : nullptr) {
         net_.validate();
         if (x2 && x2->cols() != x1.cols())
@@ -98,8 +101,9 @@ public:
             throw std::invalid_argument("kernel tiles: empty input");
         detail::visit_family<T>(net_.activation, [&](const auto& act) {
             const double dim = double(x1.cols());
-            rec_ = p2_ ? run_recursion<T>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_}, dim)
-                       : run_recursion<T>(net_, act, {&p1_.variance}, {&s1_}, dim);
+            StopSignal stop(should_stop);
+            rec_ = p2_ ? run_recursion<T>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_}, dim, stop)
+                       : run_recursion<T>(net_, act, {&p1_.variance}, {&s1_}, dim, stop);
         });
         const int e = rec_.exponent[net_.depth()];
         out_factor_ = detail::power_of_two<T>(e);
@@ -117,9 +121,10 @@ public:
 
     // Rows i0 .. i0 + n_rows and columns j0 .. j0 + n_cols: K into ws.c, Theta into ws.theta,
     // row-major n_rows x n_cols, in true units.  In the symmetric case, entries on the main
-    // diagonal come from the per-point recursion.
+    // diagonal come from the per-point recursion.  Deep networks poll `stop` every few
+    // layers (Interrupted), so that one tile does not delay an interruption.
     void compute(std::size_t i0, std::size_t j0, std::size_t n_rows, std::size_t n_cols,
-                 TileWorkspace<T>& ws) const {
+                 TileWorkspace<T>& ws, StopSignal* stop = nullptr) const {
         if (i0 + n_rows > rows() || j0 + n_cols > cols())
             throw std::out_of_range("kernel tiles: block outside the Gram matrix");
         const std::size_t n = n_rows * n_cols;
@@ -131,9 +136,11 @@ public:
         detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols,
                             ws.dots.data(), rec_, ws.c.data(), ws.d.data(), ws.theta.data());
         detail::visit_family<T>(net_.activation, [&](const auto& act) {
-            for (std::size_t l = 0; l < net_.depth(); ++l)
+            for (std::size_t l = 0; l < net_.depth(); ++l) {
+                if (stop && l % 16 == 15) stop->check();
                 act.pairs(n_rows, n_cols, detail::layer_inputs(s1_, states(true), l, i0, j0, rec_),
                           ws.c.data(), ws.d.data(), ws.theta.data(), rec_.dense[l]);
+            }
         });
         for (std::size_t k = 0; k < n; ++k) {
             ws.c[k] = scale_back(ws.c[k]);

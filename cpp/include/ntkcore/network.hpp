@@ -33,6 +33,10 @@ struct NumericalFunction {
     Batch dphi;              // empty: Tdot from phi alone (Price's theorem)
     std::size_t degree = 0;  // Gauss-Hermite nodes; 0: chosen per layer to full precision
     bool thread_safe = false;
+    std::string name = "numerical activation";  // for messages
+    // Told when a fixed degree leaves an estimated error above the automatic degree's
+    // target (hermite_series.hpp); may throw to refuse the result.  Empty: not reported.
+    std::function<void(const std::string& message)> warn;
 };
 
 struct Activation {

@@ -22,6 +22,7 @@
 #include "dual_maps.hpp"
 #include "hermite_series.hpp"
 #include "network.hpp"
+#include "parallel.hpp"
 
 namespace ntkcore {
 
@@ -79,13 +80,17 @@ inline int layer_exponent(double w, double v_max, int e_in, double b, int fallba
 // per-point values decide).
 inline void check_range(const std::vector<double>& values, const std::string& what,
                         double limit = std::numeric_limits<double>::max()) {
-    for (double v : values)
+    for (double v : values) {
+        if (std::isnan(v))  // no overflow of the kernels: an intermediate left the range
+            throw std::domain_error("kernels undefined: " + what +
+                                    " is NaN; an activation parameter or W_std is out of range");
         if (!(std::abs(v) <= limit)) {
             char text[64];
             std::snprintf(text, sizeof text, " (%.3g, the largest representable is %.3g)", v, limit);
             throw std::overflow_error("kernels overflow: " + what + " exceeds the floating-point range" + text +
                                       "; lower W_std or the depth");
         }
+    }
 }
 
 // Families whose per-point maps come as tables of a whole layer (HermiteSeries).
@@ -130,10 +135,12 @@ void store_series(const SeriesLayer& layer, const std::vector<PointStates<T>*>& 
 // parameterization and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2); Sigma_in is
 // in the units of the layer's input (2^e_act after an activation, 1 at the input), the sum in
 // the layer's own units 2^e_out, so s carries 2^(e_act - e_out) and o carries 2^-e_out.
+//
+// `stop` is polled every few layers and during series tabulation (Interrupted).
 template <class T, class Fam>
 Recursion<T> run_recursion(const Network& net, const Fam& act,
                            const std::vector<const std::vector<double>*>& input_variances,
-                           std::vector<PointStates<T>*> states, double input_dim) {
+                           std::vector<PointStates<T>*> states, double input_dim, StopSignal& stop) {
     const std::size_t depth = net.depth();
     Recursion<T> rec;
     rec.exponent.resize(depth + 1);
@@ -192,6 +199,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
 
     act_q.resize(q.size());
     for (std::size_t l = 0; l < depth; ++l) {
+        if (l % 16 == 0) stop.check();
         const int e_in = rec.exponent[l];
         const int e_act = Fam::homogeneous ? e_in : 0;
         double act_max = 0.0;
@@ -200,7 +208,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
             std::vector<double> true_q(q.size());
             for (std::size_t i = 0; i < q.size(); ++i) true_q[i] = std::ldexp(q[i], e_in);
             detail::check_range(true_q, "the variance before activation " + std::to_string(l + 1));
-            const SeriesLayer layer = act.tabulate(true_q);
+            const SeriesLayer layer = act.tabulate(true_q, l + 1, stop);
             act_q = layer.variance;
             tdot = layer.derivative;
             store_series(layer, states, rec);
