@@ -462,3 +462,59 @@ def test_monte_carlo_rejects_bad_arguments():
     for call, exc, match in cases:
         with pytest.raises(exc, match=match):
             call()
+
+
+# --- bitwise reproducibility -------------------------------------------------------------
+
+
+def test_loss_and_gradient_are_bitwise_reproducible():
+    net = finite.MLP([16, 200, 130, 3], "erf", W_std=1.5, b_std=0.2, seed=3)
+    x, y = _points(30, 300, 16), _points(31, 300, 3)
+    for dtype in (np.float32, np.float64):
+        loss, grads = net.loss_and_gradient(x, y, dtype=dtype)
+        for n_threads in [None] * 29 + [1, 2]:
+            again, other = net.loss_and_gradient(x, y, dtype=dtype, n_threads=n_threads)
+            assert again == loss
+            for (gw, gb), (ow, ob) in zip(grads, other):
+                assert np.array_equal(gw, ow) and np.array_equal(gb, ob)
+
+
+def test_gradient_does_not_depend_on_where_numpy_puts_it():
+    # The cause of the irreproducible bias gradients: where a vectorised sum starts
+    # depended on the alignment of the output array.
+    from ntkcore._native import core
+
+    net = finite.MLP([8, 100, 70, 2], "relu", W_std=1.4, b_std=0.5, seed=7)
+    x, y = _points(32, 90, 8), _points(33, 90, 2)
+    spec, weights, biases = net._core_args(np.dtype(np.float64))
+
+    def at_offset(shape, offset):  # `offset` doubles past a 64-byte boundary
+        n = int(np.prod(shape))
+        raw = np.empty(n + 16)
+        start = (-raw.ctypes.data // 8) % 8 + offset
+        return raw[start : start + n].reshape(shape)
+
+    results = set()
+    for offset in range(4):
+        gw = [at_offset(w.shape, offset) for w in weights]
+        gb = [at_offset(b.shape, offset) for b in biases]
+        core.mlp_loss_gradient(spec, weights, biases, x, y, gw, gb, 1)
+        results.add(b"".join(g.tobytes() for g in gw + gb))
+    assert len(results) == 1
+
+
+def test_ntk_and_training_are_bitwise_reproducible():
+    x, y = _points(34, 150, 16), _points(35, 150, 2)
+    net = finite.MLP([16, 160, 96, 2], "gelu", W_std=1.3, b_std=0.1, seed=8)
+    for output in ("trace", "full"):
+        first = net.ntk(x, x[:70], output=output)
+        for n_threads in [None] * 29 + [1, 2]:
+            assert np.array_equal(net.ntk(x, x[:70], output=output, n_threads=n_threads), first)
+    runs = []
+    for n_threads in (1, 2):
+        net = finite.MLP([16, 160, 96, 2], "gelu", W_std=1.3, b_std=0.1, seed=8)
+        runs.append((net.train(x, y, learning_rate=0.01, steps=6, n_threads=n_threads), net.parameters))
+    (one, p1), (two, p2) = runs
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
+    assert np.array_equal(flat(p1), flat(p2))

@@ -18,8 +18,11 @@ and the trainable parameters are the standard normal draws ``W^l`` and ``b^l``.
 Randomness: the parameters are drawn in Python by ``numpy.random.default_rng(seed)``,
 layer by layer, ``W^1`` (shape ``(n_1, d)``) then ``b^1`` (``(n_1,)``), then ``W^2``,
 ``b^2``, ...; each ``standard_normal`` in float64.  The draw therefore depends on the
-seed alone, never on the thread count, and the computations in the C++ core give the
-same numbers for every ``n_threads``.
+seed alone, never on the thread count.
+
+Reproducibility: outputs, NTKs, losses, gradients and training runs are bitwise the same
+for a given input and dtype, from call to call and for every ``n_threads`` (each sum is
+computed by one thread, in an order fixed by the shapes).
 
 The empirical NTK is assembled layer by layer from small Gram matrices of the forward
 activations and the backpropagated vectors (SPEC sec. 6); no Jacobian is formed, so
@@ -339,9 +342,12 @@ class MLP:
         x : array_like, shape (N, d)
         y : array_like, shape (N, k), or (N,) when k = 1
 
+        dtype, n_threads : as for :meth:`ntk`.
+
         Returns
         -------
         (float, list of (dL/dW, dL/db) pairs shaped like :attr:`parameters`)
+            Bitwise the same for the same input, whatever ``n_threads``.
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
@@ -405,6 +411,8 @@ class MLP:
         Returns
         -------
         TrainResult
+            Bitwise the same for the same input and starting parameters, whatever
+            ``n_threads``.
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
@@ -510,7 +518,8 @@ def monte_carlo_kernels(
     Returns
     -------
     ntkcore.Kernels
-        ``nngp`` and ``ntk``, each of shape (N1, N2).
+        ``nngp`` and ``ntk``, each of shape (N1, N2); bitwise the same for every
+        ``n_threads``.
     """
     n_samples = _check_int(n_samples, "n_samples", 1)
     seed = _check_seed(seed)

@@ -15,7 +15,8 @@
 // point i and output j (it reshapes to (N1, k, N2, k)).
 //
 // Every entry is computed by the same operations whatever the thread count (the row blocks
-// are fixed by the options, not by the threads), so results do not depend on n_threads.
+// are fixed by the options, not by the threads, and no sum is split between threads), so
+// results are bitwise the same for every n_threads and from call to call.
 #pragma once
 
 #include <algorithm>
@@ -382,14 +383,40 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
     const Forward<T> fw = forward(mlp, x, true, opt);
     RowMatrix<T> delta = fw.output - y;  // d L / d z^{L+1}
     const double loss = 0.5 * double(delta.template cast<double>().squaredNorm());
+    const Eigen::Index n = x.rows();
+    const std::size_t block = std::max<std::size_t>(1, opt.tile_rows);
+    const std::size_t point_blocks = (std::size_t(n) + block - 1) / block;
     for (std::size_t m = layers; m-- > 0;) {
-        grad_w[m].noalias() = mlp.weight_scale(m) * (delta.transpose() * fw.h[m]);
-        grad_b[m] = mlp.bias_scale(m) * delta.colwise().sum().transpose();
-        if (m > 0) {
-            RowMatrix<T> below = mlp.weight_scale(m) * (delta * mlp.weights[m]);
-            below.array() *= fw.dphi[m - 1].array();
-            delta.swap(below);
-        }
+        const Eigen::Index n_out = mlp.weights[m].rows();
+        const double flops = double(n) * double(mlp.weights[m].size());
+        const T ws = mlp.weight_scale(m), bs = mlp.bias_scale(m);
+        // Each block of rows of the gradient is one product over all N points, made by one
+        // thread: every entry is summed in the same order whatever the thread count.  It goes
+        // to Eigen's aligned buffers first, since where a vectorised sum starts (and so its
+        // rounding) depends on the destination's address, which numpy varies between calls.
+        RowMatrix<T> gw(n_out, mlp.weights[m].cols());
+        Vector<T> gb(n_out);
+        const std::size_t out_blocks = (std::size_t(n_out) + block - 1) / block;
+        detail::for_blocks(std::size_t(n_out), block, detail::threads_for(opt, flops, out_blocks), opt,
+                           [&](std::size_t j0, std::size_t j1) {
+                               const Eigen::Index c0 = Eigen::Index(j0), cols = Eigen::Index(j1 - j0);
+                               const auto d = delta.middleCols(c0, cols);
+                               gw.middleRows(c0, cols).noalias() = ws * (d.transpose() * fw.h[m]);
+                               gb.segment(c0, cols) = bs * d.colwise().sum().transpose();
+                           });
+        grad_w[m] = gw;
+        grad_b[m] = gb;
+        if (m == 0) break;
+        // d L / d z^m = sigma_w / sqrt(n_m) (delta W^{m+1}) o phi'(z^m), by row blocks.
+        RowMatrix<T> below(n, mlp.weights[m].cols());
+        detail::for_blocks(std::size_t(n), block, detail::threads_for(opt, flops, point_blocks), opt,
+                           [&](std::size_t i0, std::size_t i1) {
+                               const Eigen::Index r0 = Eigen::Index(i0), rows = Eigen::Index(i1 - i0);
+                               auto lower = below.middleRows(r0, rows);
+                               lower.noalias() = ws * (delta.middleRows(r0, rows) * mlp.weights[m]);
+                               lower.array() *= fw.dphi[m - 1].middleRows(r0, rows).array();
+                           });
+        delta.swap(below);
     }
     return loss;
 }
