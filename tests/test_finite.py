@@ -518,3 +518,22 @@ def test_ntk_and_training_are_bitwise_reproducible():
     for a, b in zip(one, two):
         assert np.array_equal(a, b)
     assert np.array_equal(flat(p1), flat(p2))
+
+
+# --- interruption ------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_stops_loss_and_gradient():
+    import _thread
+    import threading
+    import time
+
+    net = finite.MLP([64, 2048, 2048, 2048, 1], "relu", W_std=2**0.5, seed=9)  # seconds per call
+    x, y = _points(36, 2048, 64), _points(37, 2048, 1)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        net.loss_and_gradient(x, y, n_threads=2)
+    timer.join()
+    assert time.perf_counter() - start < 2.0
