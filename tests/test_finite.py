@@ -462,3 +462,163 @@ def test_monte_carlo_rejects_bad_arguments():
     for call, exc, match in cases:
         with pytest.raises(exc, match=match):
             call()
+
+
+# --- values beyond the floating-point range ---------------------------------------------
+
+_TOP = {np.float32: 3e38, np.float64: 1.7e308}  # near the largest finite value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "widths, activation, w_std, at_top, layer",
+    # float32 overflows at layer 1 whenever W_std / sqrt(d) does.
+    [([4, 8, 8, 1], "relu", 1e200, False, "[12] of 3"),  # float64: 1e400 at layer 2
+     ([4, 8, 1], "relu", 1.0, True, "1 of 2"),  # inputs near the top of the range
+     ([4, 8, 8, 2], "erf", 1.0, True, "1 of 3"),  # a bounded activation
+     ([4, 8, 1], act.RectifiedMonomial(2), 1e160, False, "[12] of 2")],  # float64: phi overflows
+)
+def test_forward_beyond_the_float_range_raises(dtype, widths, activation, w_std, at_top, layer):
+    net = finite.MLP(widths, activation, W_std=w_std, seed=1)
+    x = _points(24, 3, widths[0])
+    if at_top:
+        x *= _TOP[dtype] / np.abs(x).max()
+    x, y = x.astype(dtype), np.zeros((3, widths[-1]), dtype)
+    match = f"overflows {np.dtype(dtype).name} in the pre-activations of dense layer "
+    for call in (lambda: net.apply(x), lambda: net.ntk(x), lambda: net.ntk(x, x[:1]),
+                 lambda: net.loss_and_gradient(x, y), lambda: net.train(x, y, 0.1, 2)):
+        with pytest.raises(OverflowError, match=match + layer):
+            call()
+    with pytest.raises(OverflowError, match=match):  # other networks, maybe another layer
+        finite.monte_carlo_kernels(net, x, n_samples=1)
+
+
+@pytest.mark.parametrize("dtype, w_std", [(np.float32, 1e7), (np.float64, 1e55)])
+def test_ntk_and_gradient_beyond_the_float_range_raise(dtype, w_std):
+    # Outputs ~ W_std^3 fit dtype, the NTK ~ W_std^6 and the gradients ~ W_std^5 do not
+    # (float64: nor the loss ~ W_std^6, which is checked first).
+    net = finite.MLP([4, 8, 8, 1], "relu", W_std=w_std, seed=2)
+    x = _points(25, 5, 4).astype(dtype)
+    assert np.isfinite(net.apply(x)).all()
+    with pytest.raises(OverflowError, match="in the empirical NTK .*max W_std = 1e"):
+        net.ntk(x)
+    with pytest.raises(OverflowError, match="in the empirical NTK"):
+        finite.monte_carlo_kernels(net, x, n_samples=1)
+    with pytest.raises(OverflowError, match="in the loss"):
+        net.loss_and_gradient(x, np.zeros(5, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_beyond_the_float_range_raises(dtype):
+    net = finite.MLP([3, 6, 1], "erf", seed=3)
+    x = _points(26, 4, 3).astype(dtype)
+    y = np.full(4, 1e300 if dtype == np.float64 else 3e38, dtype)
+    # float64: the loss 2e600; float32: the loss fits double, its gradient not float32.
+    loss = r"in the loss 1/2 \|\|f\(x\) - y\|\|\^2 with max \|y\| = 1e\+300"
+    with pytest.raises(OverflowError, match=loss if dtype == np.float64 else "in the loss gradient"):
+        net.loss_and_gradient(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_monte_carlo_averages_beyond_the_float_range_raise(dtype):
+    # A linear model f = W_std / 8 w.x on x = w / |w| (w: the sampled weights, |w|^2 ~ 64):
+    # its output and its NTK W_std^2 / 64 fit dtype, the output covariance f^2 does not.
+    theta = 2e37 if dtype == np.float32 else 1e307
+    net = finite.MLP([64, 1], W_std=8 * theta**0.5)
+    w = finite.MLP([64, 1], seed=np.random.SeedSequence(0).spawn(1)[0]).parameters[0][0]
+    assert (w**2).sum() / 2 > float(np.finfo(dtype).max) / theta
+    x = (w / np.linalg.norm(w)).astype(dtype)
+    with pytest.raises(OverflowError, match=f"NNGP estimate overflows {np.dtype(dtype).name}"):
+        finite.monte_carlo_kernels(net, x, n_samples=1, seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_with_too_large_a_learning_rate_raises(dtype):
+    # erf: relu units may all die instead, and then the loss stays finite.
+    net = finite.MLP([4, 16, 16, 1], "erf", W_std=2**0.5, b_std=0.1, seed=5)
+    x, y = _points(28, 10, 4).astype(dtype), np.sin(_points(29, 10, 1)).astype(dtype)
+    stable = 2 / np.linalg.eigvalsh(net.ntk(x).astype(np.float64))[-1]
+    diverged = r"training diverged after \d+ of 1000 steps: finite network overflows"
+    with pytest.raises(FloatingPointError, match=diverged) as info:
+        net.train(x, y, learning_rate=10.0, steps=1000)
+    assert f"learning_rate=10 exceeds the stable range ~2/lambda_max(Theta) = {stable:.3g}" in str(info.value)
+    assert isinstance(info.value.__cause__, OverflowError)
+    assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in net.parameters)
+    # A rate whose first step already overflows the parameters.
+    with pytest.raises(FloatingPointError, match="after 0 of 3 steps: the parameters overflow float64"):
+        finite.MLP([4, 16, 1], seed=6).train(x, y * dtype(1e30), learning_rate=1e300, steps=3)
+
+
+# --- bitwise reproducibility -------------------------------------------------------------
+
+
+def test_loss_and_gradient_are_bitwise_reproducible():
+    net = finite.MLP([16, 200, 130, 3], "erf", W_std=1.5, b_std=0.2, seed=3)
+    x, y = _points(30, 300, 16), _points(31, 300, 3)
+    for dtype in (np.float32, np.float64):
+        loss, grads = net.loss_and_gradient(x, y, dtype=dtype)
+        for n_threads in [None] * 29 + [1, 2]:
+            again, other = net.loss_and_gradient(x, y, dtype=dtype, n_threads=n_threads)
+            assert again == loss
+            for (gw, gb), (ow, ob) in zip(grads, other):
+                assert np.array_equal(gw, ow) and np.array_equal(gb, ob)
+
+
+def test_gradient_does_not_depend_on_where_numpy_puts_it():
+    # The cause of the irreproducible bias gradients: where a vectorised sum starts
+    # depended on the alignment of the output array.
+    from ntkcore._native import core
+
+    net = finite.MLP([8, 100, 70, 2], "relu", W_std=1.4, b_std=0.5, seed=7)
+    x, y = _points(32, 90, 8), _points(33, 90, 2)
+    spec, weights, biases = net._core_args(np.dtype(np.float64))
+
+    def at_offset(shape, offset):  # `offset` doubles past a 64-byte boundary
+        n = int(np.prod(shape))
+        raw = np.empty(n + 16)
+        start = (-raw.ctypes.data // 8) % 8 + offset
+        return raw[start : start + n].reshape(shape)
+
+    results = set()
+    for offset in range(4):
+        gw = [at_offset(w.shape, offset) for w in weights]
+        gb = [at_offset(b.shape, offset) for b in biases]
+        core.mlp_loss_gradient(spec, weights, biases, x, y, gw, gb, 1)
+        results.add(b"".join(g.tobytes() for g in gw + gb))
+    assert len(results) == 1
+
+
+def test_ntk_and_training_are_bitwise_reproducible():
+    x, y = _points(34, 150, 16), _points(35, 150, 2)
+    net = finite.MLP([16, 160, 96, 2], "gelu", W_std=1.3, b_std=0.1, seed=8)
+    for output in ("trace", "full"):
+        first = net.ntk(x, x[:70], output=output)
+        for n_threads in [None] * 29 + [1, 2]:
+            assert np.array_equal(net.ntk(x, x[:70], output=output, n_threads=n_threads), first)
+    runs = []
+    for n_threads in (1, 2):
+        net = finite.MLP([16, 160, 96, 2], "gelu", W_std=1.3, b_std=0.1, seed=8)
+        runs.append((net.train(x, y, learning_rate=0.01, steps=6, n_threads=n_threads), net.parameters))
+    (one, p1), (two, p2) = runs
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
+    assert np.array_equal(flat(p1), flat(p2))
+
+
+# --- interruption ------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_stops_loss_and_gradient():
+    import _thread
+    import threading
+    import time
+
+    net = finite.MLP([64, 2048, 2048, 2048, 1], "relu", W_std=2**0.5, seed=9)  # seconds per call
+    x, y = _points(36, 2048, 64), _points(37, 2048, 1)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        net.loss_and_gradient(x, y, n_threads=2)
+    timer.join()
+    assert time.perf_counter() - start < 2.0

@@ -46,6 +46,22 @@ ntkcore::GramOptions options(int n_threads) {
     return opt;
 }
 
+// Runs body() without the GIL, so that other Python threads run meanwhile; Ctrl-C, which
+// options().should_stop polls, ends it with the KeyboardInterrupt that Python has set.
+template <class Body>
+void release_gil(const Body& body) {
+    bool interrupted = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            body();
+        } catch (const ntkcore::Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) throw py::error_already_set();
+}
+
 // The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
 template <class T>
 Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
@@ -59,17 +75,10 @@ Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
         layer < 0 ? mlp.n_outputs() : (layer == 0 ? mlp.input_dim() : mlp.weights[layer - 1].rows());
     Array<T> out({Eigen::Index(x.shape(0)), width});
     Eigen::Map<ntkcore::RowMatrix<T>> o(out.mutable_data(), x.shape(0), width);
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            auto fw = ntkcore::forward<T>(mlp, a, false, options(n_threads));
-            o = layer < 0 ? fw.output : fw.h[std::size_t(layer)];
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
-        }
-    }
-    if (interrupted) throw py::error_already_set();
+    release_gil([&] {
+        auto fw = ntkcore::forward<T>(mlp, a, false, options(n_threads));
+        o = layer < 0 ? fw.output : fw.h[std::size_t(layer)];
+    });
     return out;
 }
 
@@ -89,21 +98,9 @@ void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights,
     const auto a = matrix_view(x1, "x1");
     if (theta.ndim() != 2) throw std::invalid_argument("theta must be 2-D");
     Eigen::Map<ntkcore::RowMatrix<T>> t(theta.mutable_data(), theta.shape(0), theta.shape(1));
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            if (x2) {
-                const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
-                ntkcore::empirical_ntk<T>(mlp, a, &b, mode, t, options(n_threads));
-            } else {
-                ntkcore::empirical_ntk<T>(mlp, a, nullptr, mode, t, options(n_threads));
-            }
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
-        }
-    }
-    if (interrupted) throw py::error_already_set();
+    std::optional<Eigen::Ref<const ntkcore::RowMatrix<T>>> b;
+    if (x2) b.emplace(matrix_view(*x2, "x2"));
+    release_gil([&] { ntkcore::empirical_ntk<T>(mlp, a, b ? &*b : nullptr, mode, t, options(n_threads)); });
 }
 
 template <class T>
@@ -123,10 +120,9 @@ double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights
         if (g.ndim() != 1) throw std::invalid_argument("bias gradients must be 1-D");
         gb.emplace_back(g.mutable_data(), g.shape(0));
     }
-    py::gil_scoped_release release;
-    ntkcore::GramOptions opt;
-    opt.n_threads = n_threads;
-    return ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, opt);
+    double loss = 0;
+    release_gil([&] { loss = ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, options(n_threads)); });
+    return loss;
 }
 
 template <class T>

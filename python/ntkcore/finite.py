@@ -18,8 +18,16 @@ and the trainable parameters are the standard normal draws ``W^l`` and ``b^l``.
 Randomness: the parameters are drawn in Python by ``numpy.random.default_rng(seed)``,
 layer by layer, ``W^1`` (shape ``(n_1, d)``) then ``b^1`` (``(n_1,)``), then ``W^2``,
 ``b^2``, ...; each ``standard_normal`` in float64.  The draw therefore depends on the
-seed alone, never on the thread count, and the computations in the C++ core give the
-same numbers for every ``n_threads``.
+seed alone, never on the thread count.
+
+Reproducibility: outputs, NTKs, losses, gradients and training runs are bitwise the same
+for a given input and dtype, from call to call and for every ``n_threads`` (each sum is
+computed by one thread, in an order fixed by the shapes).
+
+Range: a value that leaves the range of the dtype (outputs, NTK, loss or gradient, e.g.
+for a huge ``W_std`` or inputs near the float32 limit) raises ``OverflowError`` naming
+the quantity and the scales that set it, never returns inf or NaN; a training run that
+diverges raises ``FloatingPointError`` (:meth:`MLP.train`).
 
 The empirical NTK is assembled layer by layer from small Gram matrices of the forward
 activations and the backpropagated vectors (SPEC sec. 6); no Jacobian is formed, so
@@ -250,9 +258,12 @@ class MLP:
         self._params = new
         self._cast = {}
 
-    def _core_args(self, dtype):
+    def _spec(self):
         act = self._activation
-        spec = (act.family, act.core_params, list(self._W_std), list(self._b_std))
+        return (act.family, act.core_params, list(self._W_std), list(self._b_std))
+
+    def _core_args(self, dtype):
+        spec = self._spec()
         if dtype not in self._cast:
             self._cast = {
                 dtype: (
@@ -278,6 +289,11 @@ class MLP:
         Returns
         -------
         ndarray, shape (N, k)
+
+        Raises
+        ------
+        OverflowError
+            If a layer's pre-activations leave the range of ``dtype``.
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
@@ -318,6 +334,11 @@ class MLP:
         Returns
         -------
         ndarray of ``dtype``
+
+        Raises
+        ------
+        OverflowError
+            If the forward pass or an NTK entry leaves the range of ``dtype``.
         """
         output = _check_output(output)
         dtype = resolve_dtype(dtype, x1, x2)
@@ -339,9 +360,17 @@ class MLP:
         x : array_like, shape (N, d)
         y : array_like, shape (N, k), or (N,) when k = 1
 
+        dtype, n_threads : as for :meth:`ntk`.
+
         Returns
         -------
         (float, list of (dL/dW, dL/db) pairs shaped like :attr:`parameters`)
+            Bitwise the same for the same input, whatever ``n_threads``.
+
+        Raises
+        ------
+        OverflowError
+            If the outputs, the loss or a gradient leave the range of ``dtype``.
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
@@ -405,6 +434,19 @@ class MLP:
         Returns
         -------
         TrainResult
+            Bitwise the same for the same input and starting parameters, whatever
+            ``n_threads``.
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges: the loss, a gradient, the parameters or the probe NTK
+            leave the floating-point range after some steps.  The message names the step
+            and the learning rate, compared with the stable range ``2 / lambda_max`` of
+            the initial NTK of ``x`` when that is cheap to compute.  The parameters are
+            left at the last step whose values were finite.
+        OverflowError
+            If the initial network already overflows (as :meth:`ntk`).
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
@@ -421,22 +463,39 @@ class MLP:
         norm0 = float(np.sum(np.square(theta0, dtype=np.float64)))
         losses, record_steps, changes = [], [0], [0.0]
         theta = theta0
-        for step in range(steps):
-            loss, grads = self._loss_gradient(a, t, dtype, threads)
-            losses.append(loss)
-            self._params = [
-                (w - learning_rate * gw, b - learning_rate * gb)
-                for (w, b), (gw, gb) in zip(self._params, grads)
-            ]
-            self._cast = {}
-            done = step + 1
-            if done % record_every == 0 or done == steps:
-                theta = self.ntk(p, dtype=dtype, n_threads=threads or None)
-                diff = np.asarray(theta, dtype=np.float64) - theta0
-                record_steps.append(done)
-                changes.append(float(np.sum(diff * diff)) / norm0 if norm0 > 0 else float("nan"))
-        residual = self.apply(a, dtype=dtype, n_threads=threads or None).astype(np.float64) - t
-        losses.append(0.5 * float(np.sum(residual * residual)))
+        initial = self._params  # each step makes new arrays
+        done = 0  # steps taken
+        try:
+            for step in range(steps):
+                loss, grads = self._loss_gradient(a, t, dtype, threads)
+                losses.append(loss)
+                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                    new = [
+                        (w - learning_rate * gw, b - learning_rate * gb)
+                        for (w, b), (gw, gb) in zip(self._params, grads)
+                    ]
+                if not all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in new):
+                    raise OverflowError("the parameters overflow float64")
+                self._params = new
+                self._cast = {}
+                done = step + 1
+                if done % record_every == 0 or done == steps:
+                    theta = self.ntk(p, dtype=dtype, n_threads=threads or None)
+                    diff = np.asarray(theta, dtype=np.float64) - theta0
+                    record_steps.append(done)
+                    changes.append(float(np.sum(diff * diff)) / norm0 if norm0 > 0 else float("nan"))
+            residual = self.apply(a, dtype=dtype, n_threads=threads or None).astype(np.float64) - t
+            with np.errstate(over="ignore"):
+                losses.append(0.5 * float(np.sum(residual * residual)))
+            if not math.isfinite(losses[-1]):
+                raise OverflowError("the loss 1/2 ||f(x) - y||^2 overflows float64")
+        except OverflowError as exc:
+            if not losses:  # the initial network, not the training, is out of range
+                raise
+            raise FloatingPointError(
+                f"training diverged after {done} of {steps} steps: {exc}; "
+                + self._rate_advice(learning_rate, initial, a, dtype, threads)
+            ) from exc
         return TrainResult(
             loss=np.asarray(losses),
             record_steps=np.asarray(record_steps),
@@ -444,6 +503,29 @@ class MLP:
             ntk_initial=theta0,
             ntk_final=theta,
         )
+
+    def _rate_advice(self, learning_rate, params, a, dtype, threads):
+        """The learning rate against the stable range 2 / lambda_max(Theta_0) of the
+        linearised dynamics (Theta_0: full NTK of ``a`` at ``params``), when cheap."""
+        n = a.shape[0] * self._widths[-1]
+        plain = f"lower learning_rate={learning_rate:g}"
+        if n > _CHEAP_EIGVALS:
+            return plain
+        theta = np.empty((n, n), dtype=dtype)
+        weights = [np.ascontiguousarray(w, dtype=dtype) for w, _ in params]
+        biases = [np.ascontiguousarray(b, dtype=dtype) for _, b in params]
+        try:
+            _core.empirical_ntk(self._spec(), weights, biases, a, None, "full", theta, threads)
+        except OverflowError:
+            return plain
+        stable = 2.0 / np.linalg.eigvalsh(theta.astype(np.float64))[-1]
+        if learning_rate > stable:
+            return f"learning_rate={learning_rate:g} exceeds the stable range ~2/lambda_max(Theta) = {stable:.3g}"
+        return f"lower learning_rate={learning_rate:g} (2/lambda_max(Theta) = {stable:.3g} at initialisation)"
+
+
+# Largest N k for which a divergence message computes the eigenvalues of the full NTK.
+_CHEAP_EIGVALS = 2000
 
 
 def _feature_points(x, name, dtype, features):
@@ -510,7 +592,13 @@ def monte_carlo_kernels(
     Returns
     -------
     ntkcore.Kernels
-        ``nngp`` and ``ntk``, each of shape (N1, N2).
+        ``nngp`` and ``ntk``, each of shape (N1, N2); bitwise the same for every
+        ``n_threads``.
+
+    Raises
+    ------
+    OverflowError
+        If a network's outputs or NTK, or the averages, leave the range of ``dtype``.
     """
     n_samples = _check_int(n_samples, "n_samples", 1)
     seed = _check_seed(seed)
@@ -557,15 +645,25 @@ def monte_carlo_kernels(
     n2 = a.shape[0] if b is None else b.shape[0]
     nngp = np.zeros((a.shape[0], n2), dtype=np.float64)
     ntk = np.zeros((a.shape[0], n2), dtype=np.float64)
-    for child in np.random.SeedSequence(seed).spawn(n_samples):
-        net = MLP(widths, activation, w_std, b_std, seed=child)
-        if nngp_estimator == "output":
-            f1 = net.apply(a, dtype=dtype, n_threads=threads or None)
-            f2 = f1 if b is None else net.apply(b, dtype=dtype, n_threads=threads or None)
-            nngp += (f1.astype(np.float64) @ f2.astype(np.float64).T) / widths[-1]
-        else:
-            h1 = net._hidden(a, dtype, threads).astype(np.float64)
-            h2 = h1 if b is None else net._hidden(b, dtype, threads).astype(np.float64)
-            nngp += (w_std[-1] ** 2 / widths[-2]) * (h1 @ h2.T) + b_std[-1] ** 2
-        ntk += net.ntk(a, b, dtype=dtype, n_threads=threads or None)
-    return Kernels((nngp / n_samples).astype(dtype), (ntk / n_samples).astype(dtype))
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        for child in np.random.SeedSequence(seed).spawn(n_samples):
+            net = MLP(widths, activation, w_std, b_std, seed=child)
+            if nngp_estimator == "output":
+                f1 = net.apply(a, dtype=dtype, n_threads=threads or None)
+                f2 = f1 if b is None else net.apply(b, dtype=dtype, n_threads=threads or None)
+                nngp += (f1.astype(np.float64) @ f2.astype(np.float64).T) / widths[-1]
+            else:
+                h1 = net._hidden(a, dtype, threads).astype(np.float64)
+                h2 = h1 if b is None else net._hidden(b, dtype, threads).astype(np.float64)
+                nngp += (w_std[-1] ** 2 / widths[-2]) * (h1 @ h2.T) + b_std[-1] ** 2
+            ntk += net.ntk(a, b, dtype=dtype, n_threads=threads or None)
+        out = Kernels((nngp / n_samples).astype(dtype), (ntk / n_samples).astype(dtype))
+    for name, value in zip(("NNGP", "NTK"), out):
+        if not np.isfinite(value).all():
+            x_max = max(np.abs(a).max(), 0 if b is None else np.abs(b).max())
+            raise OverflowError(
+                f"monte_carlo_kernels: the {name} estimate overflows {dtype} (the networks' "
+                f"outputs and NTKs fit, their products or sums do not); lower W_std or the "
+                f"input scale (max |x| = {x_max:.3g}, max W_std = {max(w_std):.3g})"
+            )
+    return out

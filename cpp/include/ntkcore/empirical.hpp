@@ -15,12 +15,16 @@
 // point i and output j (it reshapes to (N1, k, N2, k)).
 //
 // Every entry is computed by the same operations whatever the thread count (the row blocks
-// are fixed by the options, not by the threads), so results do not depend on n_threads.
+// are fixed by the options, not by the threads, and no sum is split between threads), so
+// results are bitwise the same for every n_threads and from call to call.  Values beyond
+// T's range raise std::overflow_error naming the cause, never return inf or NaN.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -172,6 +176,29 @@ struct Forward {
 
 namespace detail {
 
+// A value of the network left T's range (`what`: where): say so, with the sizes that set it,
+// rather than return inf or NaN.  input_max is max |x| over the inputs of the computation.
+template <class T>
+[[noreturn]] void throw_overflow(const std::string& what, const MLP<T>& mlp, double input_max) {
+    double param = 0;
+    for (const auto& w : mlp.weights) param = std::max(param, double(w.cwiseAbs().maxCoeff()));
+    for (const auto& b : mlp.biases) param = std::max(param, double(b.cwiseAbs().maxCoeff()));
+    const char* type = sizeof(T) == 4 ? "float32" : "float64";
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  " (max |x| = %.3g, max W_std = %.3g, max b_std = %.3g, max |parameter| = %.3g; "
+                  "%s holds magnitudes up to %.3g)",
+                  input_max, *std::max_element(mlp.w_std.begin(), mlp.w_std.end()),
+                  *std::max_element(mlp.b_std.begin(), mlp.b_std.end()), param, type,
+                  double(std::numeric_limits<T>::max()));
+    throw std::overflow_error("finite network overflows " + std::string(type) + " in " + what + text);
+}
+
+template <class T>
+double max_abs(const Eigen::Ref<const RowMatrix<T>>& x) {
+    return double(x.cwiseAbs().maxCoeff());
+}
+
 // Runs body(begin, end) over the blocks [begin, end) of `block` consecutive items, on
 // `threads` OpenMP threads, with the Gram driver's error transport and interruption.
 template <class Body>
@@ -213,7 +240,12 @@ Forward<T> forward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, b
     width_sum += double(mlp.weights.back().size());
     const Pointwise<T> phi(mlp.activation);
     const std::size_t block = std::max<std::size_t>(1, opt.tile_rows);
-    const int threads = detail::threads_for(opt, double(n) * width_sum, (std::size_t(n) + block - 1) / block);
+    const std::size_t n_blocks = (std::size_t(n) + block - 1) / block;
+    const int threads = detail::threads_for(opt, double(n) * width_sum, n_blocks);
+    // Per row block, the first dense layer whose pre-activations are not finite (layers + 1:
+    // none); the lowest is reported, whatever the order in which the blocks ran.  An
+    // activation that overflows shows in the next layer's pre-activations.
+    std::vector<std::size_t> overflow(n_blocks, layers + 1);
     detail::for_blocks(std::size_t(n), block, threads, opt, [&](std::size_t i0, std::size_t i1) {
         const Eigen::Index r0 = Eigen::Index(i0), rows = Eigen::Index(i1 - i0);
         for (std::size_t m = 1; m <= layers; ++m) {
@@ -222,11 +254,20 @@ Forward<T> forward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, b
             z *= mlp.weight_scale(m - 1);
             if (mlp.b_std[m - 1] != 0.0)
                 z.rowwise() += mlp.bias_scale(m - 1) * mlp.biases[m - 1].transpose();
+            if (!z.allFinite()) {
+                overflow[i0 / block] = m;
+                return;
+            }
             if (m < layers)
                 phi.apply(std::size_t(z.size()), z.data(),
                           derivatives ? out.dphi[m - 1].middleRows(r0, rows).data() : nullptr);
         }
     });
+    const std::size_t first = *std::min_element(overflow.begin(), overflow.end());
+    if (first <= layers)
+        detail::throw_overflow("the pre-activations of dense layer " + std::to_string(first) + " of " +
+                                   std::to_string(layers),
+                               mlp, detail::max_abs<T>(x));
     return out;
 }
 
@@ -308,6 +349,7 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
     const std::size_t n_blocks = (std::size_t(n1) + block - 1) / block;
     const int threads = detail::threads_for(opt, double(n1) * double(n2) * width_sum, n_blocks);
     const T inv_k = T(1) / T(k);
+    std::vector<char> overflow(n_blocks, 0);  // per row block: an entry is not finite
 
     detail::for_blocks(std::size_t(n1), block, threads, opt, [&](std::size_t i0, std::size_t i1) {
         const Eigen::Index r0 = Eigen::Index(i0), rows = Eigen::Index(i1 - i0);
@@ -353,7 +395,12 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
                         out(i, c) += p(i, c) * g(i / k, c / k);
             }
         }
+        overflow[i0 / block] = !out.allFinite();
     });
+    if (std::find(overflow.begin(), overflow.end(), 1) != overflow.end()) {
+        const double input_max = std::max(detail::max_abs<T>(x1), symmetric ? 0.0 : detail::max_abs<T>(*x2));
+        detail::throw_overflow("the empirical NTK", mlp, input_max);
+    }
     if (symmetric) {
         const Eigen::Index n = theta.rows();
         for (Eigen::Index i = 0; i < n; ++i)
@@ -382,14 +429,49 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
     const Forward<T> fw = forward(mlp, x, true, opt);
     RowMatrix<T> delta = fw.output - y;  // d L / d z^{L+1}
     const double loss = 0.5 * double(delta.template cast<double>().squaredNorm());
+    if (!std::isfinite(loss)) {
+        char text[48];
+        std::snprintf(text, sizeof text, " with max |y| = %.3g", detail::max_abs<T>(y));
+        detail::throw_overflow(std::string("the loss 1/2 ||f(x) - y||^2") + text, mlp, detail::max_abs<T>(x));
+    }
+    const Eigen::Index n = x.rows();
+    const std::size_t block = std::max<std::size_t>(1, opt.tile_rows);
+    const std::size_t point_blocks = (std::size_t(n) + block - 1) / block;
     for (std::size_t m = layers; m-- > 0;) {
-        grad_w[m].noalias() = mlp.weight_scale(m) * (delta.transpose() * fw.h[m]);
-        grad_b[m] = mlp.bias_scale(m) * delta.colwise().sum().transpose();
-        if (m > 0) {
-            RowMatrix<T> below = mlp.weight_scale(m) * (delta * mlp.weights[m]);
-            below.array() *= fw.dphi[m - 1].array();
-            delta.swap(below);
-        }
+        const Eigen::Index n_out = mlp.weights[m].rows();
+        const double flops = double(n) * double(mlp.weights[m].size());
+        const T ws = mlp.weight_scale(m), bs = mlp.bias_scale(m);
+        // Each block of rows of the gradient is one product over all N points, made by one
+        // thread: every entry is summed in the same order whatever the thread count.  It goes
+        // to Eigen's aligned buffers first, since where a vectorised sum starts (and so its
+        // rounding) depends on the destination's address, which numpy varies between calls.
+        RowMatrix<T> gw(n_out, mlp.weights[m].cols());
+        Vector<T> gb(n_out);
+        const std::size_t out_blocks = (std::size_t(n_out) + block - 1) / block;
+        detail::for_blocks(std::size_t(n_out), block, detail::threads_for(opt, flops, out_blocks), opt,
+                           [&](std::size_t j0, std::size_t j1) {
+                               const Eigen::Index c0 = Eigen::Index(j0), cols = Eigen::Index(j1 - j0);
+                               const auto d = delta.middleCols(c0, cols);
+                               gw.middleRows(c0, cols).noalias() = ws * (d.transpose() * fw.h[m]);
+                               gb.segment(c0, cols) = bs * d.colwise().sum().transpose();
+                           });
+        if (!(gw.allFinite() && gb.allFinite()))
+            detail::throw_overflow("the loss gradient of dense layer " + std::to_string(m + 1) + " of " +
+                                       std::to_string(layers),
+                                   mlp, detail::max_abs<T>(x));
+        grad_w[m] = gw;
+        grad_b[m] = gb;
+        if (m == 0) break;
+        // d L / d z^m = sigma_w / sqrt(n_m) (delta W^{m+1}) o phi'(z^m), by row blocks.
+        RowMatrix<T> below(n, mlp.weights[m].cols());
+        detail::for_blocks(std::size_t(n), block, detail::threads_for(opt, flops, point_blocks), opt,
+                           [&](std::size_t i0, std::size_t i1) {
+                               const Eigen::Index r0 = Eigen::Index(i0), rows = Eigen::Index(i1 - i0);
+                               auto lower = below.middleRows(r0, rows);
+                               lower.noalias() = ws * (delta.middleRows(r0, rows) * mlp.weights[m]);
+                               lower.array() *= fw.dphi[m - 1].middleRows(r0, rows).array();
+                           });
+        delta.swap(below);
     }
     return loss;
 }
