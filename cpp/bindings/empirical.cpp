@@ -46,22 +46,6 @@ ntkcore::GramOptions options(int n_threads) {
     return opt;
 }
 
-// Runs body() without the GIL, so that other Python threads run meanwhile; Ctrl-C, which
-// options().should_stop polls, ends it with the KeyboardInterrupt that Python has set.
-template <class Body>
-void release_gil(const Body& body) {
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            body();
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
-        }
-    }
-    if (interrupted) throw py::error_already_set();
-}
-
 // The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
 template <class T>
 Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
@@ -75,7 +59,7 @@ Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
         layer < 0 ? mlp.n_outputs() : (layer == 0 ? mlp.input_dim() : mlp.weights[layer - 1].rows());
     Array<T> out({Eigen::Index(x.shape(0)), width});
     Eigen::Map<ntkcore::RowMatrix<T>> o(out.mutable_data(), x.shape(0), width);
-    release_gil([&] {
+    without_gil([&] {
         auto fw = ntkcore::forward<T>(mlp, a, false, options(n_threads));
         o = layer < 0 ? fw.output : fw.h[std::size_t(layer)];
     });
@@ -100,7 +84,7 @@ void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights,
     Eigen::Map<ntkcore::RowMatrix<T>> t(theta.mutable_data(), theta.shape(0), theta.shape(1));
     std::optional<Eigen::Ref<const ntkcore::RowMatrix<T>>> b;
     if (x2) b.emplace(matrix_view(*x2, "x2"));
-    release_gil([&] { ntkcore::empirical_ntk<T>(mlp, a, b ? &*b : nullptr, mode, t, options(n_threads)); });
+    without_gil([&] { ntkcore::empirical_ntk<T>(mlp, a, b ? &*b : nullptr, mode, t, options(n_threads)); });
 }
 
 template <class T>
@@ -121,7 +105,7 @@ double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights
         gb.emplace_back(g.mutable_data(), g.shape(0));
     }
     double loss = 0;
-    release_gil([&] { loss = ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, options(n_threads)); });
+    without_gil([&] { loss = ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, options(n_threads)); });
     return loss;
 }
 

@@ -146,21 +146,14 @@ py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Ar
     opt.tile_rows = tile_rows;
     opt.tile_cols = tile_cols;
     opt.should_stop = python_interrupt_pending;
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            if (x2) {
-                const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
-                ntkcore::gram<T>(net, a, &b, k, t, opt);
-            } else {
-                ntkcore::gram<T>(net, a, nullptr, k, t, opt);
-            }
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
+    without_gil([&] {
+        if (x2) {
+            const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
+            ntkcore::gram<T>(net, a, &b, k, t, opt);
+        } else {
+            ntkcore::gram<T>(net, a, nullptr, k, t, opt);
         }
-    }
-    if (interrupted) throw py::error_already_set();
+    });
     return py::make_tuple(nngp, ntk);
 }
 
@@ -172,16 +165,7 @@ void diagonal(const py::tuple& spec, const Array<T>& x, Array<T>& nngp, Array<T>
         throw std::invalid_argument("diagonal outputs must be 1-D");
     Eigen::Map<ntkcore::Vector<T>> k(nngp.mutable_data(), nngp.shape(0));
     Eigen::Map<ntkcore::Vector<T>> t(ntk.mutable_data(), ntk.shape(0));
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            ntkcore::diagonal<T>(net, a, k, t, python_interrupt_pending);
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
-        }
-    }
-    if (interrupted) throw py::error_already_set();
+    without_gil([&] { ntkcore::diagonal<T>(net, a, k, t, python_interrupt_pending); });
 }
 
 template <class T>
