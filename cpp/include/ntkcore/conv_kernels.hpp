@@ -26,6 +26,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -277,93 +278,154 @@ private:
             }
     }
 
-    // Sums the taps of one axis of both grids (the same tap t on both): pair state ws.{c,d,theta}
-    // -> ws.{c2,d2,theta2}, variances v1, v2 -> s1, s2 (tap sums).
-    void tap_stage(const detail::AxisMap& m1, const detail::AxisMap& m2, std::size_t window, const std::vector<long>& index1,
-                   const std::vector<long>& index2, const std::vector<T>& v1, const std::vector<T>& v2,
-                   std::vector<T>& s1, std::vector<T>& s2, detail::LayerWorkspace<T>& ws) const {
-        const std::size_t P2_in = m2.h_in * m2.w_in, P2_out = m2.out_size();
-        s1.assign(m1.out_size(), T(0));
-        s2.assign(P2_out, T(0));
-        for (std::size_t o = 0; o < m1.out; ++o)
-            for (std::size_t x = 0; x < m1.other(); ++x)
-                for (std::size_t t = 0; t < window; ++t)
-                    if (index1[o * window + t] >= 0) s1[m1.out_pos(o, x)] += v1[m1.in_pos(std::size_t(index1[o * window + t]), x)];
-        for (std::size_t o = 0; o < m2.out; ++o)
-            for (std::size_t x = 0; x < m2.other(); ++x)
-                for (std::size_t t = 0; t < window; ++t)
-                    if (index2[o * window + t] >= 0) s2[m2.out_pos(o, x)] += v2[m2.in_pos(std::size_t(index2[o * window + t]), x)];
-        T a[8], b[8], c[8], d[8], th[8];
-        for (std::size_t o1 = 0; o1 < m1.out; ++o1)
-            for (std::size_t x1 = 0; x1 < m1.other(); ++x1) {
-                const std::size_t out1 = m1.out_pos(o1, x1);
-                for (std::size_t o2 = 0; o2 < m2.out; ++o2)
-                    for (std::size_t x2 = 0; x2 < m2.other(); ++x2) {
-                        // The taps' 2 x 2 matrices; a padded position contributes zeros.
-                        for (std::size_t t = 0; t < window; ++t) {
-                            const long i1 = index1[o1 * window + t], i2 = index2[o2 * window + t];
-                            const std::size_t in1 = i1 < 0 ? 0 : m1.in_pos(std::size_t(i1), x1);
-                            const std::size_t in2 = i2 < 0 ? 0 : m2.in_pos(std::size_t(i2), x2);
-                            a[t] = i1 < 0 ? T(0) : v1[in1];
-                            b[t] = i2 < 0 ? T(0) : v2[in2];
-                            const bool both = i1 >= 0 && i2 >= 0;
-                            const std::size_t e = in1 * P2_in + in2;
-                            c[t] = both ? ws.c[e] : T(0);
-                            d[t] = both && ws.d[e] > T(0) ? ws.d[e] : T(0);
-                            th[t] = both ? ws.theta[e] : T(0);
+    // Sums the taps along the rows of both grids (the same tap t on both; grid 1 is H1 x W1
+    // read through index1, grid 2 H2 x W2 through index2), each column untouched: pair state
+    // ws.{c,d,theta} -> ws.{c2,d2,theta2}, variances v1, v2 -> their tap sums s1, s2.  The
+    // innermost loops run along grid 2's rows, contiguous in memory.
+    void tap_rows(std::size_t k, const std::vector<long>& index1, const std::vector<long>& index2, std::size_t W1,
+                  std::size_t H2, std::size_t W2, const std::vector<T>& v1, const std::vector<T>& v2,
+                  std::vector<T>& s1, std::vector<T>& s2, detail::LayerWorkspace<T>& ws) const {
+        const std::size_t O1 = index1.size() / k, O2 = index2.size() / k;
+        const std::size_t P2_in = H2 * W2, P2_out = O2 * W2;
+        s1.assign(O1 * W1, T(0));
+        s2.assign(O2 * W2, T(0));
+        for (std::size_t o = 0; o < O1; ++o)
+            for (std::size_t t = 0; t < k; ++t)
+                if (index1[o * k + t] >= 0)
+                    for (std::size_t w = 0; w < W1; ++w) s1[o * W1 + w] += v1[std::size_t(index1[o * k + t]) * W1 + w];
+        for (std::size_t o = 0; o < O2; ++o)
+            for (std::size_t t = 0; t < k; ++t)
+                if (index2[o * k + t] >= 0)
+                    for (std::size_t w = 0; w < W2; ++w) s2[o * W2 + w] += v2[std::size_t(index2[o * k + t]) * W2 + w];
+        std::vector<T>& acc_g = ws.q1b;  // per column of grid 2: sum of g_t, then of a_t (u_t - u)^2
+        std::vector<T>& acc_v = ws.q2b;
+        acc_g.resize(W2);
+        acc_v.resize(W2);
+        for (std::size_t o1 = 0; o1 < O1; ++o1)
+            for (std::size_t w1 = 0; w1 < W1; ++w1) {
+                const std::size_t out1 = o1 * W1 + w1;
+                const T A = s1[out1];
+                const T inv_A = A > T(0) ? T(1) / A : T(0);
+                T a[8], inv_a[8];
+                std::size_t row[8];
+                for (std::size_t t = 0; t < k; ++t) {
+                    const long i = index1[o1 * k + t];
+                    a[t] = i < 0 ? T(0) : v1[std::size_t(i) * W1 + w1];
+                    inv_a[t] = a[t] > T(0) ? T(1) / a[t] : T(0);
+                    row[t] = i < 0 ? 0 : (std::size_t(i) * W1 + w1) * P2_in;
+                }
+                for (std::size_t o2 = 0; o2 < O2; ++o2) {
+                    T* out_c = ws.c2.data() + out1 * P2_out + o2 * W2;
+                    T* out_d = ws.d2.data() + out1 * P2_out + o2 * W2;
+                    T* out_t = ws.theta2.data() + out1 * P2_out + o2 * W2;
+                    std::fill(out_c, out_c + W2, T(0));
+                    std::fill(out_t, out_t + W2, T(0));
+                    std::fill(acc_g.begin(), acc_g.end(), T(0));
+                    std::fill(acc_v.begin(), acc_v.end(), T(0));
+                    // Pass 1: C, theta and g_t = d_t / a_t (b_t where a_t = 0) of each tap.
+                    for (std::size_t t = 0; t < k; ++t) {
+                        const long i2 = index2[o2 * k + t];
+                        if (i2 < 0) continue;  // b_t = c_t = d_t = 0
+                        const T* b = v2.data() + std::size_t(i2) * W2;
+                        T* g = acc_g.data();
+                        if (a[t] > T(0)) {
+                            const T* c = ws.c.data() + row[t] + std::size_t(i2) * W2;
+                            const T* d = ws.d.data() + row[t] + std::size_t(i2) * W2;
+                            const T* th = ws.theta.data() + row[t] + std::size_t(i2) * W2;
+                            const T ia = inv_a[t];
+#pragma omp simd
+                            for (std::size_t w = 0; w < W2; ++w) {
+                                out_c[w] += c[w];
+                                out_t[w] += th[w];
+                                g[w] += (d[w] > T(0) ? d[w] : T(0)) * ia;
+                            }
+                        } else {
+#pragma omp simd
+                            for (std::size_t w = 0; w < W2; ++w) g[w] += b[w];
                         }
-                        T A = 0, C = 0, theta = 0, G = 0, V = 0;
-                        for (std::size_t t = 0; t < window; ++t) {
-                            A += a[t];
-                            C += c[t];
-                            theta += th[t];
-                            G += a[t] > T(0) ? d[t] / a[t] : b[t];
-                        }
-                        if (A > T(0)) {
-                            const T u = C / A;
-                            for (std::size_t t = 0; t < window; ++t)
-                                if (a[t] > T(0)) {
-                                    const T dev = c[t] / a[t] - u;
-                                    V += a[t] * dev * dev;
-                                }
-                        }
-                        const std::size_t e = out1 * P2_out + m2.out_pos(o2, x2);
-                        ws.c2[e] = C;
-                        ws.d2[e] = A > T(0) ? A * (G + V) : T(0);
-                        ws.theta2[e] = theta;
                     }
+                    if (!(A > T(0))) {
+                        std::fill(out_d, out_d + W2, T(0));
+                        continue;
+                    }
+                    // Pass 2: sum_t a_t (u_t - u)^2 with u_t = c_t / a_t (0 where b_t = 0) and u = C / A.
+                    T* v = acc_v.data();
+                    for (std::size_t t = 0; t < k; ++t) {
+                        if (!(a[t] > T(0))) continue;
+                        const long i2 = index2[o2 * k + t];
+                        const T at = a[t], ia = inv_a[t];
+                        if (i2 < 0) {
+#pragma omp simd
+                            for (std::size_t w = 0; w < W2; ++w) {
+                                const T u = out_c[w] * inv_A;
+                                v[w] += at * u * u;
+                            }
+                            continue;
+                        }
+                        const T* c = ws.c.data() + row[t] + std::size_t(i2) * W2;
+#pragma omp simd
+                        for (std::size_t w = 0; w < W2; ++w) {
+                            const T dev = c[w] * ia - out_c[w] * inv_A;
+                            v[w] += at * dev * dev;
+                        }
+                    }
+                    const T* g = acc_g.data();
+#pragma omp simd
+                    for (std::size_t w = 0; w < W2; ++w) out_d[w] = A * (g[w] + v[w]);
+                }
             }
         std::swap(ws.c, ws.c2);
         std::swap(ws.d, ws.d2);
         std::swap(ws.theta, ws.theta2);
     }
 
-    // Sigma <- w avg(Sigma) + b, Theta <- Sigma_new + w avg(Theta): taps along H, then W.
+    // (H1, W1, H2, W2) -> (W1, H1, W2, H2): the pair state and both variance grids.
+    static void transpose(std::size_t H1, std::size_t W1, std::size_t H2, std::size_t W2, std::vector<T>& v1,
+                          std::vector<T>& v2, detail::LayerWorkspace<T>& ws) {
+        const std::size_t P2 = H2 * W2;
+        for (auto [from, to] : {std::make_pair(&ws.c, &ws.c2), std::make_pair(&ws.d, &ws.d2),
+                                std::make_pair(&ws.theta, &ws.theta2)}) {
+            for (std::size_t h1 = 0; h1 < H1; ++h1)
+                for (std::size_t w1 = 0; w1 < W1; ++w1)
+                    for (std::size_t h2 = 0; h2 < H2; ++h2)
+                        for (std::size_t w2 = 0; w2 < W2; ++w2)
+                            (*to)[(w1 * H1 + h1) * P2 + w2 * H2 + h2] = (*from)[(h1 * W1 + w1) * P2 + h2 * W2 + w2];
+            std::swap(*from, *to);
+        }
+        for (auto [v, h, w] : {std::make_tuple(&v1, H1, W1), std::make_tuple(&v2, H2, W2)}) {
+            std::vector<T> t(v->size());
+            for (std::size_t i = 0; i < h; ++i)
+                for (std::size_t j = 0; j < w; ++j) t[j * h + i] = (*v)[i * w + j];
+            *v = std::move(t);
+        }
+    }
+
+    // Sigma <- w avg(Sigma) + b, Theta <- Sigma_new + w avg(Theta): taps along H, then along W
+    // (as rows of the transposed state, transposed back after).
     void conv(const Layer& layer, Grid g1, Grid g2, const std::vector<T>& q1, const std::vector<T>& q2,
               detail::LayerWorkspace<T>& ws) const {
         if (layer.window[0] > 8 || layer.window[1] > 8)
             throw std::invalid_argument("layer kernels: filters up to 8 taps per axis");
-        const std::vector<T>* v1 = &q1;
-        const std::vector<T>* v2 = &q2;
-        std::vector<T>* s1 = &ws.q1;
-        std::vector<T>* s2 = &ws.q2;
-        for (int axis = 0; axis < 2; ++axis) {
-            const std::size_t k = layer.window[axis], s = layer.strides[axis];
-            const std::size_t n1 = axis == 0 ? g1.h : g1.w, n2 = axis == 0 ? g2.h : g2.w;
-            const detail::AxisMap m1{axis == 0, g1.h, g1.w, detail::window_count(n1, k, s, layer.padding)};
-            const detail::AxisMap m2{axis == 0, g2.h, g2.w, detail::window_count(n2, k, s, layer.padding)};
-            tap_stage(m1, m2, k, detail::window_index(n1, k, s, layer.padding),
-                      detail::window_index(n2, k, s, layer.padding), *v1, *v2, *s1, *s2, ws);
-            g1 = m1.out_grid();
-            g2 = m2.out_grid();
-            v1 = s1;
-            v2 = s2;
-            s1 = &ws.q1b;
-            s2 = &ws.q2b;
+        const std::size_t kh = layer.window[0], kw = layer.window[1], sh = layer.strides[0], sw = layer.strides[1];
+        std::vector<T> s1, s2;
+        tap_rows(kh, detail::window_index(g1.h, kh, sh, layer.padding), detail::window_index(g2.h, kh, sh, layer.padding),
+                 g1.w, g2.h, g2.w, q1, q2, ws.q1, ws.q2, ws);
+        const std::size_t h1 = detail::window_count(g1.h, kh, sh, layer.padding);
+        const std::size_t h2 = detail::window_count(g2.h, kh, sh, layer.padding);
+        const std::size_t w1 = detail::window_count(g1.w, kw, sw, layer.padding);
+        const std::size_t w2 = detail::window_count(g2.w, kw, sw, layer.padding);
+        if (kw > 1 || sw > 1) {
+            transpose(h1, g1.w, h2, g2.w, ws.q1, ws.q2, ws);
+            tap_rows(kw, detail::window_index(g1.w, kw, sw, layer.padding), detail::window_index(g2.w, kw, sw, layer.padding),
+                     h1, g2.w, h2, ws.q1, ws.q2, s1, s2, ws);
+            transpose(w1, h1, w2, h2, s1, s2, ws);
+        } else {
+            s1 = ws.q1;
+            s2 = ws.q2;
         }
-        const T scale = T(layer.w_var) / T(layer.window[0] * layer.window[1]);
+        const T scale = T(layer.w_var) / T(kh * kw);
         // theta becomes c_new + (w / |F|) sum(theta) = Sigma_new + w avg(Theta).
-        affine(g1.size(), g2.size(), v1->data(), v2->data(), scale, T(layer.b_var), ws.c.data(), ws.d.data(),
+        affine(h1 * w1, h2 * w2, s1.data(), s2.data(), scale, T(layer.b_var), ws.c.data(), ws.d.data(),
                ws.theta.data());
     }
 
