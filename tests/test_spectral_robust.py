@@ -2,6 +2,7 @@
 bitwise reproducibility, overflow."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -196,6 +197,18 @@ def test_graded_but_resolvable_bottom_keeps_relative_accuracy():
     values, vectors = ntkcore.eigsh(a, k=2, which="smallest")
     assert np.allclose(values, exact[:2], rtol=1e-6, atol=0)
     check_pairs(a, values, vectors, "smallest", 2)
+
+
+def test_tolerance_below_the_rounding_floor(theta):
+    # A tol no rounding can meet is raised to the floor, without shifting or warnings.
+    exact = np.linalg.eigvalsh(theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ntkcore.lambda_min(theta, tol=1e-16) == pytest.approx(exact[0], rel=1e-10)
+        values, vectors = ntkcore.eigsh(theta, k=3, which="smallest", tol=1e-16)
+        check_pairs(theta, values, vectors, "smallest", 3, tol=1e-13)
+        values, vectors = ntkcore.eigsh(theta, k=3, tol=1e-16)
+        check_pairs(theta, values, vectors, "largest", 3, tol=1e-13)
 
 
 # --- bitwise reproducibility ---------------------------------------------------------------------

@@ -185,7 +185,14 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
         single = (operand[0] if kind == "dense" else operand[1]).dtype == np.float32
         hint = "; compute in float64 (dtype=numpy.float64)" if single else ""
         raise OverflowError(f"{exc}{hint}") from exc
-    values, vectors, residuals, norm, passes, converged, _shift = out
+    values, vectors, residuals, norm, passes, converged, lost, _shift = out
+    if lost:  # the Cholesky path's last shift still lost a wanted pair in rounding
+        raise RuntimeError(
+            f"eigsh cannot resolve the {k} smallest eigenpairs of K to the tolerance: its spectrum is too "
+            "graded for the rounding of the (shifted) inverse even after shifting up (largest relative "
+            f"residual {float(np.max(residuals)) / (norm if norm > 0 else 1.0):.3g}); ask for fewer pairs or a "
+            "larger tol"
+        )
     if not converged:
         warnings.warn(
             f"eigsh did not converge in {passes} passes: largest relative residual "

@@ -86,7 +86,8 @@ struct EigenResult {
     double norm_estimate = 0.0;  // ||A|| as estimated by the solver (largest |Ritz value|)
     std::size_t passes = 0;      // operator applications (each to a whole block)
     bool converged = false;
-    // Some wanted pair stopped at the rounding floor (rounding_floor) rather than at tol.
+    // Some wanted pair stopped at the rounding floor (rounding_floor, times ||A||) above its
+    // own tolerance (tol, or the floor, times its scale): rounding hides it.
     bool rounding_limited = false;
     double shift = 0.0;          // of the Cholesky factor (smallest eigenpairs of dense matrices)
 };
@@ -282,7 +283,7 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
                                      ? std::abs(theta[i]) * (1.0 + opt.inverse_shift * std::abs(theta[i]))
                                      : anorm;
             small = small && res[i] <= std::max(tol * scale, floor * anorm);
-            limited = limited || res[i] > tol * scale;
+            limited = limited || res[i] > std::max(tol, floor) * scale;  // lost below the floor
         }
         const bool full = cols == n;
         const bool converged = kk == k && (full || small);
@@ -421,14 +422,13 @@ EigenResult<T> smallest_dense(const Eigen::Ref<const RowMatrix<T>>& a, double sc
     if (!solved) solve(CholeskyInverse<T>(a, scale, 0.0, 8, op_opt), false);
     // Pairs lost in the rounding of the inverse (a graded spectrum, lambda_k / lambda_1
     // beyond 1 / ratio): shift up until lambda_k, estimated from above by its Rayleigh
-    // quotient, is resolved.  Each try costs a factorization; the last one's pairs are
-    // reported as not converged if they still are not.
+    // quotient, is resolved.  Each try costs a factorization; rounding_limited stays set
+    // if the last one still loses a pair.
     for (int retry = 0; r.rounding_limited && retry < 3; ++retry) {
         const double lambda_k = r.values[Eigen::Index(k) - 1];
         const double up = std::max(ratio / (1.0 - ratio) * lambda_k, 10.0 * r.shift);
         solve(CholeskyInverse<T>(a, scale, up, 8, op_opt), false);
     }
-    if (r.rounding_limited) r.converged = false;
     r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff()) * scale;
     return r;
 }
