@@ -22,11 +22,13 @@ of its dtype can be analysed (``1e-300 * K`` as well as ``1e300 * K``); an eigen
 the dtype's range raises OverflowError instead of returning inf.  The zero matrix has the
 eigenvalues 0.
 
-Reproducibility: results are bitwise identical for identical input, options and ``seed``,
-whatever ``n_threads`` (every threaded sum in the core has a fixed order).  They are not
-promised to be identical across builds of the extension (instruction sets, compilers) or
-platforms, and the eigenvectors of a repeated eigenvalue are any orthonormal basis of its
-eigenspace.
+Reproducibility: the results of :func:`eigsh`, :func:`lambda_min`, :func:`lambda_max` and
+:func:`condition_number` are bitwise identical for identical input, options and ``seed``,
+whatever ``n_threads``, dense or matrix-free (every threaded sum in the core has a fixed
+order, and the start block comes from the seed).  They are not promised to be identical
+across builds of the extension (its instruction-set variants, compilers) or platforms, where
+the eigenvectors of a repeated eigenvalue may differ by any rotation within its eigenspace.
+:func:`spectrum` is LAPACK's, as reproducible as the BLAS that numpy uses.
 
 >>> import numpy as np, ntkcore
 >>> x = np.random.default_rng(0).standard_normal((300, 8))
