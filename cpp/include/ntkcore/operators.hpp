@@ -46,13 +46,6 @@ namespace detail {
 // a team for less costs more than it saves, above all on a loaded machine.
 constexpr std::size_t serial_flops = 50000000;
 
-// Slots of the tile passes below: tiles are dealt to a fixed number of slots (contiguous
-// runs in tile order), each slot sums its tiles in order into its own N x b buffer, and the
-// buffers are added in slot order.  The sums then do not depend on the number of threads or
-// on which thread ran what, so a pass gives bitwise the same Y for any n_threads.  The cost
-// is slots x N x b memory and at most `slots` threads per pass.
-constexpr std::size_t tile_slots = 16;
-
 // y = scale A x, with the power of two `scale` applied where it can neither overflow nor
 // underflow: to x when it enlarges (A is tiny), to y when it shrinks (A is huge; for
 // orthonormal x every partial sum of a row is at most ||A||, so A x is finite whenever the
@@ -70,14 +63,27 @@ void scaled_product(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatri
 }
 
 // Y = scale A X for a symmetric N x N matrix A given tile by tile on its upper triangle: tile
-// (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to Y_J, summed per slot (above).
+// (I, J), I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to Y_J.  The tiles are dealt to a fixed
+// number of slots (contiguous runs in tile order); each slot sums its tiles in order into its
+// own buffer (the rows its tiles touch; the first slot's is Y), and the buffers are added in
+// slot order.  The sums then do not depend on the number of threads or on which thread ran
+// what, so a pass gives bitwise the same Y for any n_threads; the price is up to slots x N x b
+// memory and traffic, and at most `slots` threads per pass.
 template <class T>
 class UpperTilePass {
 public:
-    UpperTilePass(std::size_t n, std::size_t edge) : n_(n), edge_(edge) {
+    UpperTilePass(std::size_t n, std::size_t edge, std::size_t slots) : n_(n), edge_(edge) {
         for (std::size_t i = 0; i < n; i += edge)
             for (std::size_t j = i; j < n; j += edge) starts_.emplace_back(i, j);
-        slots_ = std::min(tile_slots, starts_.size());
+        slots_ = std::min(slots, starts_.size());
+        for (std::size_t s = 0; s < slots_; ++s) {
+            std::size_t lo = n, hi = 0;
+            for (std::size_t t = first(s); t < first(s + 1); ++t) {
+                lo = std::min(lo, starts_[t].first);
+                hi = std::max(hi, std::min(n, starts_[t].second + edge));
+            }
+            rows_.emplace_back(lo, hi - lo);
+        }
     }
 
     std::size_t slots() const { return slots_; }
@@ -96,35 +102,41 @@ private:
     void sum_tiles(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y, int threads,
                    const std::function<bool()>& should_stop, Tile& tile) const {
         const Eigen::Index b = x.cols();
-        if (slots_ > 1 && (accumulators_.size() != slots_ - 1 || accumulators_[0].cols() != b))
-            accumulators_.assign(slots_ - 1, ColMatrix<T>(Eigen::Index(n_), b));
+        accumulators_.resize(slots_ ? slots_ - 1 : 0);
         y.setZero();
         detail::parallel_tiles(slots_, threads, should_stop, [&](std::size_t s) {
             const int id = thread_index();
-            auto add = [&](auto&& out) {
-                for (std::size_t t = starts_.size() * s / slots_; t < starts_.size() * (s + 1) / slots_; ++t) {
+            // out holds the rows from `offset` on.
+            auto add = [&](auto&& out, std::size_t offset) {
+                for (std::size_t t = first(s); t < first(s + 1); ++t) {
                     const std::size_t i0 = starts_[t].first, j0 = starts_[t].second;
                     const Eigen::Index rows = Eigen::Index(std::min(edge_, n_ - i0));
                     const Eigen::Index cols = Eigen::Index(std::min(edge_, n_ - j0));
                     const auto block = tile(i0, j0, std::size_t(rows), std::size_t(cols), id);
-                    out.middleRows(Eigen::Index(i0), rows).noalias() += block * x.middleRows(Eigen::Index(j0), cols);
+                    out.middleRows(Eigen::Index(i0 - offset), rows).noalias() +=
+                        block * x.middleRows(Eigen::Index(j0), cols);
                     if (i0 != j0)
-                        out.middleRows(Eigen::Index(j0), cols).noalias() +=
+                        out.middleRows(Eigen::Index(j0 - offset), cols).noalias() +=
                             block.transpose() * x.middleRows(Eigen::Index(i0), rows);
                 }
             };
             if (s == 0) {
-                add(y);
+                add(y, 0);
             } else {
-                accumulators_[s - 1].setZero();
-                add(accumulators_[s - 1]);
+                ColMatrix<T>& acc = accumulators_[s - 1];
+                acc.setZero(Eigen::Index(rows_[s].second), b);
+                add(acc, rows_[s].first);
             }
         });
-        for (const auto& acc : accumulators_) y += acc;
+        for (std::size_t s = 1; s < slots_; ++s)
+            y.middleRows(Eigen::Index(rows_[s].first), Eigen::Index(rows_[s].second)) += accumulators_[s - 1];
     }
+
+    std::size_t first(std::size_t slot) const { return starts_.size() * slot / slots_; }  // its first tile
 
     std::size_t n_, edge_, slots_ = 0;
     std::vector<std::pair<std::size_t, std::size_t>> starts_;
+    std::vector<std::pair<std::size_t, std::size_t>> rows_;  // per slot: first row touched, count
     mutable std::vector<ColMatrix<T>> accumulators_;
 };
 
@@ -133,13 +145,14 @@ private:
 // scale A for a dense symmetric N x N matrix A (only referenced: it must outlive the
 // operator) and a power of two `scale`, of which only the upper triangle is read: tile (I, J),
 // I <= J, adds A_IJ X_J to Y_I and A_IJ^T X_I to Y_J, so that a pass streams half the matrix
-// (block products are memory-bound).  Tiles are summed per slot (detail::tile_slots).
+// (block products are memory-bound).  Tiles are summed in 8 slots (UpperTilePass): more
+// threads than that gain little on a memory-bound product.
 template <class T>
 class DenseOperator {
 public:
     DenseOperator(const Eigen::Ref<const RowMatrix<T>>& a, double scale = 1.0,
                   const OperatorOptions& opt = OperatorOptions())
-        : a_(a), scale_(scale), opt_(opt), pass_(std::size_t(a.rows()), opt.tile ? opt.tile : 256) {
+        : a_(a), scale_(scale), opt_(opt), pass_(std::size_t(a.rows()), opt.tile ? opt.tile : 256, 8) {
         if (a_.rows() != a_.cols()) throw std::invalid_argument("dense operator: matrix must be square");
     }
 
@@ -172,16 +185,16 @@ enum class KernelKind { nngp, ntk };
 
 // scale K or scale Theta (scale a power of two) of the points behind `tiles` (a symmetric
 // KernelTiles: x2 = nullptr), applied without storing it.  The upper triangle of tiles is
-// computed on every pass; tile (I, J) adds B X_J to Y_I and B^T X_I to Y_J, summed per slot
-// (detail::tile_slots: slots x N x b memory).  Work per pass: N^2 / 2 kernel entries plus
-// 2 N^2 b flops.
+// computed on every pass; tile (I, J) adds B X_J to Y_I and B^T X_I to Y_J, summed in 16
+// slots (UpperTilePass: up to 16 threads, and up to 16 x N x b memory).  Work per pass:
+// N^2 / 2 kernel entries plus 2 N^2 b flops.
 template <class T>
 class KernelOperator {
 public:
     KernelOperator(const KernelTiles<T>& tiles, KernelKind kind, double scale = 1.0,
                    const OperatorOptions& opt = OperatorOptions())
         : tiles_(tiles), kind_(kind), scale_(scale), opt_(opt), edge_(opt.tile ? opt.tile : 128),
-          pass_(tiles.rows(), edge_) {
+          pass_(tiles.rows(), edge_, 16) {
         if (!tiles_.symmetric())
             throw std::invalid_argument("kernel operator: needs the symmetric tiles of one point set");
         const std::size_t n = tiles_.rows();
