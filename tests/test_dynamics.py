@@ -304,3 +304,73 @@ def test_ensemble_and_loss_bad_arguments(problem):
         ntkcore.loss_curve(kdd.ntk, y, 1.0, learning_rate=0)
     with pytest.raises(ValueError, match="positive eigenvalue"):
         ntkcore.max_learning_rate(np.zeros((3, 3)))
+
+
+# --- kernels that are not PSD, and kernels of any scale (issue 9) ------------------------------
+
+
+def indefinite(theta):
+    """theta shifted down by twice its smallest eigenvalue: positive diagonal, one negative eigenvalue."""
+    return theta - 2 * np.linalg.eigvalsh(theta)[0] * np.eye(len(theta))
+
+
+@pytest.mark.parametrize("make", [lambda k: -k, indefinite, lambda k: -1e-40 * k, lambda k: 1e40 * indefinite(k)])
+def test_kernels_that_are_not_psd_are_named(problem, make):
+    x, xt, y, kdd, ktd, _ = problem
+    bad = make(kdd.ntk)
+    r0 = np.ones(len(y))
+    with pytest.raises(ValueError, match="k_train_train must be positive semidefinite"):
+        ntkcore.GradientFlow(bad, y).predict(np.inf, ktd.ntk)
+    with pytest.raises(ValueError, match="k_train_train must be positive semidefinite"):
+        ntkcore.GradientFlow(bad, y).predict([0.5, 2.0])
+    for fn in (ntkcore.loss_curve, ntkcore.loss_bound):
+        with pytest.raises(ValueError, match="positive semidefinite"):
+            fn(bad, r0, 1.0)
+    if np.diagonal(bad).min() < 0:
+        with pytest.raises(ValueError, match="K must be positive semidefinite"):
+            ntkcore.max_learning_rate(bad)
+
+
+def test_singular_but_psd_kernel_still_blames_duplicates():
+    x = sphere(30, seed=8)
+    theta = NET.ntk(np.vstack([x, x[:3]]))
+    y = np.random.default_rng(0).standard_normal(33)
+    with pytest.raises(ValueError, match="duplicate training points"):
+        ntkcore.GradientFlow(theta, y).predict(np.inf, theta[:4])
+    ntkcore.GradientFlow(theta, y).predict(3.0)  # rounding-level negative eigenvalues are fine
+
+
+def test_zero_kernel_learning_rate():
+    with pytest.raises(ValueError, match="zero"):
+        ntkcore.max_learning_rate(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("c", [1e-40, 1e40, 2.0**-600, 1e200])
+def test_dynamics_are_scale_invariant(problem, c):
+    # Scaling the kernel by c and the learning rate by 1 / c changes nothing.
+    x, xt, y, kdd, ktd, _ = problem
+    theta, theta_td = kdd.ntk, ktd.ntk
+    r0 = np.random.default_rng(9).standard_normal(y.shape)
+    t = [0.0, 0.3, 4.0, np.inf]
+    ref = ntkcore.GradientFlow(theta, y).predict(t, theta_td)
+    out = ntkcore.GradientFlow(theta * c, y, learning_rate=1 / c).predict(t, theta_td * c)
+    assert np.allclose(out.train, ref.train, rtol=1e-9, atol=1e-9)
+    assert np.allclose(out.test, ref.test, rtol=1e-8, atol=1e-8)
+    for fn in (ntkcore.loss_curve, ntkcore.loss_bound):
+        assert np.allclose(fn(theta * c, r0, t, learning_rate=1 / c), fn(theta, r0, t), rtol=1e-7)
+    assert ntkcore.max_learning_rate(theta * c) == pytest.approx(ntkcore.max_learning_rate(theta) / c, rel=1e-10)
+
+
+@pytest.mark.parametrize("w_std", [1e-10, 1e10])
+def test_ensemble_of_huge_and_tiny_networks(problem, w_std):
+    # Without biases the ReLU kernels are homogeneous in W_std: t = inf does not depend on it.
+    x, xt, y = problem[:3]
+    ref = ntkcore.ensemble_predict(ntkcore.FullyConnected(2, "relu"), x, y, xt, np.inf)
+    net = ntkcore.FullyConnected(2, "relu", W_std=w_std)
+    out = ntkcore.ensemble_predict(net, x, y, xt, np.inf)
+    assert np.allclose(out.mean, ref.mean, rtol=1e-8, atol=1e-8)
+    scale = net.nngp(x[:1])[0, 0] / ntkcore.FullyConnected(2, "relu").nngp(x[:1])[0, 0]  # about W_std^6
+    assert np.allclose(out.covariance / scale, ref.covariance, rtol=1e-6, atol=1e-8)
+    rate = ntkcore.max_learning_rate(net, x)
+    assert rate == pytest.approx(ntkcore.max_learning_rate(ntkcore.FullyConnected(2, "relu"), x) / scale, rel=1e-10)
+    assert np.isfinite(ntkcore.loss_bound(net.ntk(x), np.ones(len(x)), [1.0, 10.0])).all()

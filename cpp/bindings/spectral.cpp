@@ -37,6 +37,7 @@ struct Settings {
     int n_threads;
     std::size_t tile;
     bool values_only;
+    double magnitude;
 
     ntkcore::EigenOptions eigen() const {
         ntkcore::EigenOptions opt;
@@ -46,6 +47,7 @@ struct Settings {
         opt.tol = tol;
         opt.seed = seed;
         opt.values_only = values_only;
+        opt.magnitude = magnitude;
         opt.should_stop = python_interrupt_pending;
         return opt;
     }
@@ -59,11 +61,11 @@ struct Settings {
 };
 
 // (values, vectors (N x k, float dtype of the input), residuals, norm_estimate, passes,
-// converged, shift)
+// converged, rounding_limited, shift)
 template <class T>
 py::tuple to_python(ntkcore::EigenResult<T>&& r) {
     return py::make_tuple(py::cast(r.values), py::cast(std::move(r.vectors)), py::cast(r.residuals),
-                          r.norm_estimate, r.passes, r.converged, r.shift);
+                          r.norm_estimate, r.passes, r.converged, r.rounding_limited, r.shift);
 }
 
 // Runs `solve` without the GIL; Ctrl-C comes back as KeyboardInterrupt.
@@ -116,20 +118,22 @@ void define(py::module_& m) {
     m.def(
         "eigsh_dense",
         [](const Array<T>& a, std::size_t k, const std::string& which, double tol, std::size_t block_size,
-           std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads, bool values_only) {
-            return eigsh_dense<T>(
-                a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0, values_only});
+           std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads, bool values_only,
+           double magnitude) {
+            return eigsh_dense<T>(a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0,
+                                              values_only, magnitude});
         },
         py::arg("K").noconvert(), py::arg("k"), py::arg("which"), py::arg("tol") = 0.0,
         py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0, py::arg("seed") = 0,
-        py::arg("n_threads") = 0, py::arg("values_only") = false);
+        py::arg("n_threads") = 0, py::arg("values_only") = false, py::arg("magnitude") = 0.0);
     m.def(
         "eigsh_kernel",
         [](const py::tuple& spec, const Array<T>& x, const std::string& kernel, std::size_t k,
            const std::string& which, double tol, std::size_t block_size, std::size_t max_basis,
            std::size_t max_passes, std::uint64_t seed, int n_threads, std::size_t tile) {
             return eigsh_kernel<T>(spec, x, kernel,
-                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile, false});
+                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile,
+                                            false, 0.0});
         },
         py::arg("network"), py::arg("x").noconvert(), py::arg("kernel"), py::arg("k"), py::arg("which"),
         py::arg("tol") = 0.0, py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0,

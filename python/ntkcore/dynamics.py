@@ -10,7 +10,10 @@ Gradient flow on the squared loss ``L = ||f(X) - Y||^2 / 2`` with a fixed kernel
                                <= exp(-2 eta lambda_min t) ||r_0||^2
 
 ``t = inf`` is kernel regression, solved by a Cholesky factorization.  Eigenvalues below zero
-(rounding in a PSD kernel) are treated as zero, as neural-tangents does.
+by rounding (at most ``64 N eps max|lambda|``) are treated as zero, as neural-tangents does; a
+kernel with a negative diagonal entry or a negative eigenvalue beyond that is not PSD and is
+rejected with a ValueError.  Everything is invariant under scaling the kernel (with the time
+scaled inversely), for kernels anywhere in the float64 range.
 
 >>> import numpy as np, ntkcore
 >>> rng = np.random.default_rng(0)
@@ -111,8 +114,37 @@ def _regularized(k: np.ndarray, diag_reg: float, absolute: bool) -> np.ndarray:
     return k + scale * np.eye(k.shape[0])
 
 
+def _rounding(values: np.ndarray) -> float:
+    """How far below zero rounding can put an eigenvalue (or diagonal entry) of a PSD kernel."""
+    return 64 * len(values) * np.finfo(np.float64).eps * float(np.max(np.abs(values), initial=0.0))
+
+
+def _kernel(K, name: str) -> np.ndarray:
+    """``K`` as a float64 symmetric matrix; ValueError when a diagonal entry shows it is not PSD."""
+    k = as_symmetric_matrix(K, name).astype(np.float64, copy=False)
+    diag = np.diagonal(k)
+    worst = int(np.argmin(diag))
+    if diag[worst] < -_rounding(diag):
+        raise ValueError(
+            f"{name} must be positive semidefinite (a kernel matrix), but its diagonal entry "
+            f"{name}[{worst}, {worst}] = {diag[worst]:.3g} is negative"
+        )
+    return k
+
+
+def _check_psd(values: np.ndarray, name: str) -> None:
+    """ValueError when the eigenvalues ``values`` of ``name`` show that it is not PSD."""
+    lowest = float(np.min(values))
+    if lowest < -_rounding(values):
+        raise ValueError(
+            f"{name} must be positive semidefinite (a kernel matrix), but it has the eigenvalue "
+            f"{lowest:.3g} (largest |eigenvalue| {float(np.max(np.abs(values))):.3g}): gradient flow "
+            "diverges along its eigenvector"
+        )
+
+
 def _cholesky_solve(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
-    """a^-1 b for symmetric positive definite a, with a clear error when it is singular."""
+    """a^-1 b for symmetric positive definite a, with a clear error when it is singular or not PSD."""
     try:
         import scipy.linalg as sl
     except ImportError:  # numpy only: Cholesky to detect singularity, then a general solve
@@ -123,6 +155,7 @@ def _cholesky_solve(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
         np.linalg.cholesky(a)
         return np.linalg.solve(a, b)
     except np.linalg.LinAlgError as exc:
+        _check_psd(np.linalg.eigvalsh(a), name)  # a failed factorization: say whether a is PSD at all
         raise ValueError(
             f"{name} is singular to working precision (e.g. duplicate training points), so t = inf "
             "(kernel regression) is undefined; pass diag_reg > 0 (a ridge) or use a finite t"
@@ -132,8 +165,9 @@ def _cholesky_solve(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
 class _Spectrum:
     """Eigendecomposition of a PSD kernel with eigenvalues clipped at 0, and the maps of t."""
 
-    def __init__(self, k: np.ndarray, eta: float):
+    def __init__(self, k: np.ndarray, eta: float, name: str):
         values, self.vectors = np.linalg.eigh(k)
+        _check_psd(values, name)
         self.values = np.maximum(values, 0.0)
         self.eta = eta
 
@@ -160,7 +194,8 @@ class GradientFlow:
     ----------
     k_train_train : array_like of shape (N, N)
         Symmetric PSD kernel on the training points (NTK for gradient descent on all layers,
-        NNGP for the last layer only).  Computations are in float64.
+        NNGP for the last layer only).  Computations are in float64.  ValueError when it is
+        not PSD (a negative diagonal entry at once, a negative eigenvalue when it is factored).
     y_train : array_like of shape (N,) or (N, k)
         Targets; k outputs share the kernel (SPEC sec. 2, vector outputs).
     learning_rate : float > 0
@@ -174,7 +209,7 @@ class GradientFlow:
 
     def __init__(self, k_train_train, y_train, learning_rate: float = 1.0, diag_reg: float = 0.0,
                  diag_reg_absolute_scale: bool = False, normalize_by_size: bool = False):
-        k = as_symmetric_matrix(k_train_train, "k_train_train").astype(np.float64, copy=False)
+        k = _kernel(k_train_train, "k_train_train")
         self._y = _targets(y_train, "y_train", k.shape[0])
         self.learning_rate = _real(learning_rate, "learning_rate", strict=True)
         self.diag_reg = _real(diag_reg, "diag_reg")
@@ -190,7 +225,7 @@ class GradientFlow:
 
     def _eig(self) -> _Spectrum:
         if self._spectrum is None:
-            self._spectrum = _Spectrum(self._k, self._eta)
+            self._spectrum = _Spectrum(self._k, self._eta, "k_train_train")
         return self._spectrum
 
     def predict(self, t, k_test_train=None, f0_train=None, f0_test=None) -> Prediction:
@@ -327,7 +362,7 @@ def ensemble_predict(net, x_train, y_train, x_test, t, *, kernel: str = "ntk", l
     m = xtr.shape[0] if xte is None else xte.shape[0]
     mean = np.empty(times.shape + (m,) + y.shape[1:])
     cov = np.empty(times.shape + (m, m)) if cov_wanted else None
-    spec = _Spectrum(g_dd, eta) if np.isfinite(times).any() else None
+    spec = _Spectrum(g_dd, eta, "the train kernel") if np.isfinite(times).any() else None
     inverse = None
     for index in np.ndindex(times.shape):
         ti = float(times[index])
@@ -397,11 +432,11 @@ def loss_curve(K, r0, t, learning_rate: float = 1.0) -> np.ndarray:
     -------
     ndarray of shape T: ``||r_t||^2`` (twice the loss), from the full spectrum (LAPACK).
     """
-    k = as_symmetric_matrix(K, "K").astype(np.float64, copy=False)
+    k = _kernel(K, "K")
     r = _residual(r0, k.shape[0])
     times = _times(t)
     eta = _real(learning_rate, "learning_rate", strict=True)
-    spec = _Spectrum(k, eta)
+    spec = _Spectrum(k, eta, "K")
     weights = np.sum((spec.vectors.T @ r) ** 2, axis=1)  # (N,)
     out = np.empty(times.shape)
     for index in np.ndindex(times.shape):
@@ -413,15 +448,22 @@ def loss_bound(K, r0, t, learning_rate: float = 1.0, seed_form: bool = False) ->
     """Upper bound ``exp(-2 eta lambda_min t) ||r0||^2`` on :func:`loss_curve`.
 
     ``seed_form=True`` gives the looser ``exp(-eta lambda_min t) ||r0||^2`` of the seed text.
-    lambda_min comes from :func:`ntkcore.lambda_min` (Cholesky + Lanczos), clipped at 0.
-    Arguments and result shape as :func:`loss_curve`.
+    lambda_min comes from :func:`ntkcore.lambda_min` (Cholesky + Lanczos), clipped at 0 when it
+    is negative by rounding only; ValueError when ``K`` is not PSD.  Arguments and result shape
+    as :func:`loss_curve`.
     """
-    k = as_symmetric_matrix(K, "K")
+    k = _kernel(K, "K")
     r = _residual(r0, k.shape[0])
     times = _times(t)
     eta = _real(learning_rate, "learning_rate", strict=True)
     seed = _flag(seed_form, "seed_form")
-    lam = max(lambda_min(k), 0.0)
+    lam = lambda_min(k)
+    if lam < -_rounding(np.diagonal(k)):
+        raise ValueError(
+            f"K must be positive semidefinite (a kernel matrix), but its smallest eigenvalue is {lam:.3g}: "
+            "the loss grows along its eigenvector and no decaying bound holds"
+        )
+    lam = max(lam, 0.0)
     rate = eta * lam * (1.0 if seed else 2.0)
     with np.errstate(invalid="ignore"):
         decay = np.where(np.isinf(times), 0.0 if rate > 0 else 1.0, np.exp(-rate * np.where(np.isinf(times), 0, times)))
@@ -433,9 +475,12 @@ def max_learning_rate(K, x=None, *, kernel: str = "ntk") -> float:
 
     ``K`` (N, N), or ``(net, x)`` with ``kernel`` for the matrix-free largest eigenvalue.
     Without normalization by the target size (multiply by ``y.size`` for neural-tangents'
-    time convention).
+    time convention).  ValueError when ``K`` is zero (every learning rate is stable) or has a
+    negative diagonal entry (it is not PSD).
     """
+    if not isinstance(K, FullyConnected):
+        K = _kernel(K, "K")
     top = lambda_max(K, x, kernel=kernel)
     if top <= 0:
-        raise ValueError("K has no positive eigenvalue: every learning rate is stable")
+        raise ValueError("K has no positive eigenvalue (it is zero): every learning rate is stable")
     return 2.0 / top

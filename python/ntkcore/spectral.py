@@ -6,11 +6,29 @@ the Gram matrix of ``net`` on the rows of ``x`` is applied tile by tile and neve
 (memory O(N * block)), so N can exceed what a dense Gram would fit in.
 
 The solver is a thick-restart block Lanczos method with full reorthogonalization in the C++
-core; it stops when every wanted pair has ``||K v - lambda v|| <= tol * ||K||``.  The smallest
-eigenvalues of a dense ``K`` come from the largest of ``K^-1`` through a Cholesky factor (with
-a tiny shift when ``K`` is numerically singular).  The matrix-free operator has no such
+core; it stops when every wanted pair has ``||K v - lambda v|| <= tol * ||K||`` (or is at the
+rounding floor ``8 sqrt(N) eps ||K||`` when ``tol`` asks for less).  The smallest eigenvalues
+of a dense ``K`` come from the largest of ``K^-1`` through a Cholesky factor (with a tiny
+shift when ``K`` is numerically singular, and a larger one when a graded spectrum would lose
+the k-th eigenvalue in the rounding of ``K^-1``).  The matrix-free operator has no such
 factor: its smallest eigenvalues come from Lanczos on ``K`` itself, which needs many passes
 over the kernel when the bottom of the spectrum is clustered (typical of NTKs).
+
+Scale invariance: the solvers work on ``2^-e K``, with the power of two chosen from
+``max|K_ij|`` (dense) or from the diagonal of the Gram (matrix-free), and multiply the
+eigenvalues back by ``2^e``.  This is exact, so ``lambda_max(2**j * K) == 2**j *
+lambda_max(K)`` bit for bit, and any ``K`` whose entries and eigenvalues are finite numbers
+of its dtype can be analysed (``1e-300 * K`` as well as ``1e300 * K``); an eigenvalue beyond
+the dtype's range raises OverflowError instead of returning inf.  The zero matrix has the
+eigenvalues 0.
+
+Reproducibility: the results of :func:`eigsh`, :func:`lambda_min`, :func:`lambda_max` and
+:func:`condition_number` are bitwise identical for identical input, options and ``seed``,
+whatever ``n_threads``, dense or matrix-free (every threaded sum in the core has a fixed
+order, and the start block comes from the seed).  They are not promised to be identical
+across builds of the extension (its instruction-set variants, compilers) or platforms, where
+the eigenvectors of a repeated eigenvalue may differ by any rotation within its eigenspace.
+:func:`spectrum` is LAPACK's, as reproducible as the BLAS that numpy uses.
 
 >>> import numpy as np, ntkcore
 >>> x = np.random.default_rng(0).standard_normal((300, 8))
@@ -49,6 +67,11 @@ def as_symmetric_matrix(K, name: str = "K") -> np.ndarray:
     an asymmetry beyond rounding (max|K - K^T| > tol * max|K|, tol = 1e-8 in float64 and
     1e-4 in float32).
     """
+    return _checked_symmetric(K, name)[0]
+
+
+def _checked_symmetric(K, name: str):
+    """(``as_symmetric_matrix(K)``, max|K_ij|), from one pass over K."""
     if isinstance(K, FullyConnected):
         raise TypeError(f"{name} must be an array here, got a network")
     if isinstance(K, np.ndarray):
@@ -79,7 +102,7 @@ def as_symmetric_matrix(K, name: str = "K") -> np.ndarray:
             f"{_SYMMETRY_TOL[dtype]:g} * max|{name}| = {_SYMMETRY_TOL[dtype] * scale:.3g}; "
             f"use ({name} + {name}.T) / 2 if the asymmetry is rounding"
         )
-    return arr
+    return arr, scale
 
 
 def _check_kernel(kernel) -> str:
@@ -114,7 +137,7 @@ def _check_seed(seed) -> int:
 
 
 def _operand(K, x, kernel, dtype=None):
-    """('dense', matrix) or ('kernel', (network spec, points)), validated."""
+    """('dense', (matrix, max|K_ij|)) or ('kernel', (network spec, points, kernel)), validated."""
     if isinstance(K, FullyConnected):
         if x is None:
             raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
@@ -128,7 +151,7 @@ def _operand(K, x, kernel, dtype=None):
                 "pass k and other options by keyword, e.g. eigsh(K, k=6)"
             )
         raise TypeError("x is only used with a network: eigsh(net, x, ...); K was given as a matrix")
-    return "dense", as_symmetric_matrix(K, "K")
+    return "dense", _checked_symmetric(K, "K")
 
 
 def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None,
@@ -136,7 +159,7 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     kind, operand = _operand(K, x, kernel, dtype)
-    n = operand.shape[0] if kind == "dense" else operand[1].shape[0]
+    n = operand[0].shape[0] if kind == "dense" else operand[1].shape[0]
     k = _check_k(k, n)
     settings = dict(
         tol=_check_tol(tol),
@@ -148,7 +171,8 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
     )
     try:
         if kind == "dense":
-            out = _core.eigsh_dense(operand, k, which, values_only=values_only, **settings)
+            matrix, magnitude = operand
+            out = _core.eigsh_dense(matrix, k, which, values_only=values_only, magnitude=magnitude, **settings)
         else:
             spec, points, kernel = operand
             out = _core.eigsh_kernel(spec, points, kernel, k, which, **settings)
@@ -159,11 +183,22 @@ def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed,
                 f"diagonal shift): {exc}; the smallest eigenvalues need a PSD matrix"
             ) from exc
         raise
-    values, vectors, residuals, norm, passes, converged, _shift = out
+    except OverflowError as exc:  # an eigenvalue beyond the dtype's range
+        single = (operand[0] if kind == "dense" else operand[1]).dtype == np.float32
+        hint = "; compute in float64 (dtype=numpy.float64)" if single else ""
+        raise OverflowError(f"{exc}{hint}") from exc
+    values, vectors, residuals, norm, passes, converged, lost, _shift = out
+    if lost:  # the Cholesky path's last shift still lost a wanted pair in rounding
+        raise RuntimeError(
+            f"eigsh cannot resolve the {k} smallest eigenpairs of K to the tolerance: its spectrum is too "
+            "graded for the rounding of the (shifted) inverse even after shifting up (largest relative "
+            f"residual {float(np.max(residuals)) / (norm if norm > 0 else 1.0):.3g}); ask for fewer pairs or a "
+            "larger tol"
+        )
     if not converged:
         warnings.warn(
             f"eigsh did not converge in {passes} passes: largest relative residual "
-            f"{float(np.max(residuals)) / max(norm, 1e-300):.3g} (tol "
+            f"{float(np.max(residuals)) / (norm if norm > 0 else 1.0):.3g} (tol "
             f"{settings['tol'] or 'default'}); raise max_passes or tol",
             RuntimeWarning,
             stacklevel=3,
@@ -234,17 +269,27 @@ def eigsh(
         the solver holds 2 N max_basis numbers), and the most operator applications (default
         1000; a RuntimeWarning reports non-convergence).
     seed : int
-        Seed of the random start block.
+        Seed of the random start block.  Results are bitwise reproducible for the same
+        input, options and seed, whatever ``n_threads`` (see the module documentation).
     dtype : float32 or float64, optional
         Precision of the matrix-free computation (default: that of ``x``).
 
     Returns
     -------
     values : ndarray of shape (k,)
-        Eigenvalues in ascending order.
+        Eigenvalues in ascending order.  Scale-invariant: ``eigsh(c * K)`` is ``c *
+        eigsh(K)`` to rounding (exactly, vectors included, when ``c`` is a power of two) for
+        any ``c > 0`` that keeps ``c * K`` finite; OverflowError when an eigenvalue exceeds the
+        dtype's range.
     vectors : ndarray of shape (N, k)
         Orthonormal eigenvectors, ``vectors[:, i]`` belonging to ``values[i]`` (only when
         ``return_eigenvectors``).
+
+    With ``which="smallest"`` and ``k >= 2`` on a graded spectrum (eigenvalues spread over
+    many orders of magnitude below ``||K||``), the eigenvalues under about ``eps ||K||`` are
+    only determined to that absolute accuracy (as by any backward-stable method, LAPACK's
+    included): the pairs returned then satisfy the residual bound above, but which of those
+    tiny eigenvalues they stand for is not defined.
     """
     if not isinstance(return_eigenvectors, (bool, np.bool_)):
         raise TypeError(f"return_eigenvectors must be True or False, got {return_eigenvectors!r}")
@@ -298,7 +343,8 @@ def condition_number(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = N
     """``lambda_max / lambda_min`` of a symmetric PSD matrix, or ``inf`` when it is singular.
 
     ``inf`` is returned when ``lambda_min <= N eps lambda_max`` (eps of the dtype): the
-    smallest eigenvalue is then indistinguishable from rounding, as for duplicate points.
+    smallest eigenvalue is then indistinguishable from rounding, as for duplicate points, or
+    the matrix is zero.  Invariant under scaling ``K`` (exactly, for powers of two).
     Arguments as :func:`eigsh`.
     """
     kw = dict(kernel=kernel, tol=tol, n_threads=n_threads, max_passes=max_passes, dtype=dtype)
@@ -318,7 +364,10 @@ def condition_number(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = N
 def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: Optional[int] = None, dtype=None) -> np.ndarray:
     """All eigenvalues, ascending, shape (N,), by LAPACK (``numpy.linalg.eigvalsh``).
 
-    With ``(net, x)`` the dense Gram matrix is computed first (O(N^2) memory).
+    With ``(net, x)`` the dense Gram matrix is computed first (O(N^2) memory).  ``K`` is
+    scaled by a power of two (exactly) so that its largest entry is about 1 before LAPACK
+    sees it, so entries near the ends of the floating-point range are fine; an eigenvalue
+    beyond the dtype's range raises OverflowError.
     """
     if isinstance(K, FullyConnected):
         if x is None:
@@ -327,5 +376,14 @@ def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: Optional[int] = None,
         K = getattr(K.kernels(x, dtype=dtype, n_threads=n_threads), kernel)
     elif x is not None:
         raise TypeError("x is only used with a network: spectrum(net, x); K was given as a matrix")
-    K = as_symmetric_matrix(K, "K")
-    return np.linalg.eigvalsh(K)
+    K, magnitude = _checked_symmetric(K, "K")
+    exponent = math.frexp(magnitude)[1] if magnitude > 0 else 0
+    if exponent == 0:
+        return np.linalg.eigvalsh(K)
+    with np.errstate(over="ignore"):
+        values = np.ldexp(np.linalg.eigvalsh(np.ldexp(K, -exponent)), exponent).astype(K.dtype)
+    if not np.isfinite(values).all():
+        raise OverflowError(
+            f"an eigenvalue of K exceeds the largest finite {K.dtype} ({np.finfo(K.dtype).max:.3g})"
+        )
+    return values

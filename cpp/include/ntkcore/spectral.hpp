@@ -9,7 +9,18 @@
 // basis is full, the best `keep` Ritz vectors are kept (thick restart) and the next block is the
 // residual block computed before the restart.  Every step costs one pass of the operator over
 // the whole block.  Stopping: every wanted Ritz pair has ||A x - theta x|| <= tol * ||A||, with
-// ||A|| estimated by the largest |Ritz value| seen.
+// ||A|| estimated by the largest |Ritz value| seen, or is at the rounding floor (below).
+//
+// Scale: the solvers run on 2^-e A, with e chosen from max |a_ij| (dense) or max K_ii (a
+// kernel, PSD), so that the operator's entries are about 1; the results are multiplied back
+// by 2^e.  Scaling by a power of two is exact, so the results for 2^j A are exactly 2^j
+// times those for A, and nothing in the solver (squared norms, the single-precision factor,
+// its inverse) over- or underflows however large or small A is.  An eigenvalue outside the
+// range of T is a std::overflow_error, never an inf.
+//
+// Reproducibility: the random start comes from the seed, and every operator sums in an
+// order that does not depend on the threads (operators.hpp), so a solve gives bitwise the
+// same result for the same input, options and seed, whatever n_threads.
 //
 // lambda_min of a dense matrix: the largest eigenvalues of (A - sigma I)^-1 through its
 // Cholesky factor (operators.hpp), first a single-precision factor with sigma = 0, then a
@@ -24,9 +35,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iomanip>
 #include <limits>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -58,6 +71,9 @@ struct EigenOptions {
     // shifted phase by the eigenvalue criterion above, which leaves residuals up to
     // lambda / (lambda - sigma) times larger than tol ||A||.
     bool values_only = false;
+    // max |a_ij| of a dense matrix when the caller knows it (it sets the scale, see above);
+    // 0: dense_eigenpairs finds it, one pass over the matrix.
+    double magnitude = 0.0;
     std::function<bool()> should_stop;  // polled between passes; true ends with Interrupted
 };
 
@@ -70,6 +86,9 @@ struct EigenResult {
     double norm_estimate = 0.0;  // ||A|| as estimated by the solver (largest |Ritz value|)
     std::size_t passes = 0;      // operator applications (each to a whole block)
     bool converged = false;
+    // Some wanted pair stopped at the rounding floor (rounding_floor, times ||A||) above its
+    // own tolerance (tol, or the floor, times its scale): rounding hides it.
+    bool rounding_limited = false;
     double shift = 0.0;          // of the Cholesky factor (smallest eigenpairs of dense matrices)
 };
 
@@ -80,11 +99,58 @@ double default_tolerance() {
     return sizeof(T) >= sizeof(double) ? 1e-10 : 1e-4;
 }
 
+// The smallest residual, relative to ||A||, that rounding lets a Ritz pair reach: a pair
+// there is accepted whatever tol asks (a tolerance below it would never be met).
+template <class T>
+double rounding_floor(std::size_t n) {
+    return 8.0 * std::sqrt(double(n)) * double(std::numeric_limits<T>::epsilon());
+}
+
+// The exponent e with 2^-e magnitude in [1, 2), within the range where 2^e and 2^-e are
+// normal numbers of T; 0 for a zero (or non-finite) magnitude.
+template <class T>
+int scale_exponent(double magnitude) {
+    if (!(magnitude > 0.0) || !std::isfinite(magnitude)) return 0;
+    const int limit = std::numeric_limits<T>::max_exponent - 3;
+    return std::clamp(std::ilogb(magnitude), -limit, limit);
+}
+
+// The result for A from that for 2^-e A: eigenvalues, residuals, norm and shift times 2^e
+// (exact).  An eigenvalue beyond the range of T is an error, not an inf.
+template <class T>
+void unscale(EigenResult<T>& r, int e) {
+    for (Eigen::Index i = 0; i < r.values.size(); ++i) {
+        r.values[i] = std::ldexp(r.values[i], e);
+        r.residuals[i] = std::ldexp(r.residuals[i], e);
+    }
+    r.norm_estimate = std::ldexp(r.norm_estimate, e);
+    r.shift = std::ldexp(r.shift, e);
+    const double top = double(std::numeric_limits<T>::max());
+    for (Eigen::Index i = 0; i < r.values.size(); ++i)
+        if (!(std::abs(r.values[i]) <= top)) {
+            std::ostringstream message;
+            message << std::setprecision(3) << "eigen solver: the eigenvalue " << r.values[i]
+                    << " exceeds the largest finite number of the working precision (" << top << ")";
+            throw std::overflow_error(message.str());
+        }
+}
+
 template <class T>
 void fill_normal(Eigen::Ref<ColMatrix<T>> r, std::mt19937_64& rng) {
     std::normal_distribution<double> normal;
     for (Eigen::Index j = 0; j < r.cols(); ++j)
         for (Eigen::Index i = 0; i < r.rows(); ++i) r(i, j) = T(normal(rng));
+}
+
+// Scales each column of r by the power of two that brings its largest entry to [1, 2)
+// (exact), so that its squared norm neither over- nor underflows: the image of an inverse has
+// the scale of 1 / lambda_min, which no scaling of A fixes.
+template <class T>
+void normalize_columns(Eigen::Ref<ColMatrix<T>> r) {
+    for (Eigen::Index j = 0; j < r.cols(); ++j) {
+        const int e = scale_exponent<T>(double(r.col(j).cwiseAbs().maxCoeff()));
+        if (e != 0) r.col(j) *= T(std::ldexp(1.0, -e));
+    }
 }
 
 // Makes the columns of r orthonormal and orthogonal to the (orthonormal) columns of v: block
@@ -142,6 +208,7 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
     }
     const std::size_t max_passes = opt.max_passes ? opt.max_passes : 1000;
     const double tol = opt.tol > 0 ? opt.tol : detail::default_tolerance<T>();
+    const double floor = detail::rounding_floor<T>(n);
     const Eigen::Index N = Eigen::Index(n);
 
     std::mt19937_64 rng(opt.seed);
@@ -157,6 +224,9 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
         op.apply(v.middleCols(c, bq), w.middleCols(c, bq));
         ++passes;
         const ColMatrix<T> g = v.leftCols(c + bq).transpose() * w.middleCols(c, bq);
+        if (!g.allFinite())
+            throw std::overflow_error("eigen solver: applying the operator overflows (an eigenvalue exceeds the "
+                                      "largest finite number of the working precision)");
         h.block(0, c, c + bq, bq) = g.template cast<double>();
         h.block(c, 0, bq, c) = h.block(0, c, c, bq).transpose();
         const Eigen::MatrixXd diag = h.block(c, c, bq, bq);
@@ -206,13 +276,14 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
         ColMatrix<T> x = v.leftCols(c) * sk.cast<T>();
         ColMatrix<T> ax = w.leftCols(c) * sk.cast<T>();
         Eigen::VectorXd res = Eigen::VectorXd::Zero(Eigen::Index(kk));
-        bool small = true;
+        bool small = true, limited = false;
         for (Eigen::Index i = 0; i < Eigen::Index(kk); ++i) {
-            res[i] = double((ax.col(i) - T(theta[i]) * x.col(i)).norm());
+            res[i] = double((ax.col(i) - T(theta[i]) * x.col(i)).stableNorm());  // of any scale
             const double scale = opt.relative_to_value
                                      ? std::abs(theta[i]) * (1.0 + opt.inverse_shift * std::abs(theta[i]))
                                      : anorm;
-            small = small && res[i] <= tol * scale;
+            small = small && res[i] <= std::max(tol * scale, floor * anorm);
+            limited = limited || res[i] > std::max(tol, floor) * scale;  // lost below the floor
         }
         const bool full = cols == n;
         const bool converged = kk == k && (full || small);
@@ -229,6 +300,7 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
                 result.vectors.col(i) = x.col(src);
             }
             result.converged = converged;
+            result.rounding_limited = converged && limited;
             result.passes = passes;
             result.norm_estimate = anorm;
             return result;
@@ -249,6 +321,7 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
             cols = keep;
         }
         ColMatrix<T> q = r.leftCols(Eigen::Index(std::min(std::size_t(r.cols()), n - cols)));
+        detail::normalize_columns<T>(q);
         detail::orthonormalize<T>(v.leftCols(Eigen::Index(cols)), q, rng);
         append(q);
     }
@@ -263,7 +336,7 @@ void refine_with(const Op& op, EigenResult<T>& r) {
     const Eigen::Index k = r.vectors.cols();
     for (Eigen::Index i = 0; i < k; ++i) {
         r.values[i] = double(r.vectors.col(i).dot(av.col(i)));
-        r.residuals[i] = double((av.col(i) - T(r.values[i]) * r.vectors.col(i)).norm());
+        r.residuals[i] = double((av.col(i) - T(r.values[i]) * r.vectors.col(i)).stableNorm());
     }
     std::vector<Eigen::Index> order(static_cast<std::size_t>(k));
     for (Eigen::Index i = 0; i < k; ++i) order[std::size_t(i)] = i;
@@ -277,90 +350,141 @@ void refine_with(const Op& op, EigenResult<T>& r) {
     r = std::move(sorted);
 }
 
+namespace detail {
+
+// The k smallest eigenpairs of the PSD matrix scale a (scale a power of two, op = scale a),
+// from the largest of (scale a - sigma I)^-1 (Cholesky): see dense_eigenpairs.
+template <class T>
+EigenResult<T> smallest_dense(const Eigen::Ref<const RowMatrix<T>>& a, double scale, const DenseOperator<T>& op,
+                              std::size_t k, const EigenOptions& opt, const OperatorOptions& op_opt) {
+    const double tol = opt.tol > 0 ? opt.tol : default_tolerance<T>();
+    const double rough = 1e-2;
+    // The inverse is applied with errors of about eps ||inverse||, so a wanted pair whose
+    // 1 / (lambda - sigma) is below rounding_floor / tol of the largest can never meet tol:
+    // the shift keeps every wanted ratio (lambda_1 - sigma) / (lambda_k - sigma) above `ratio`.
+    const double ratio = std::min(0.5, 16.0 * rounding_floor<T>(op.size()) / tol);
+    EigenOptions full = opt;
+    full.relative_to_value = true;
+    std::size_t earlier = 0;
+    ColMatrix<T> start;
+    EigenResult<T> r;
+    // Runs the inverse from `start` and refines the pairs on scale a; `by_value`: its shift
+    // lies just below lambda_min (phase 2), where values_only may stop by the eigenvalue.
+    auto solve = [&](const CholeskyInverse<T>& inverse, bool by_value) {
+        EigenOptions run = full;
+        if (opt.values_only && by_value) run.inverse_shift = -inverse.shift();
+        r = block_lanczos<T>(inverse, k, Which::largest, run, start.size() ? &start : nullptr);
+        r.shift = inverse.shift();
+        r.passes += earlier + 1;
+        refine_with<T>(op, r);
+        earlier = r.passes;
+        start = r.vectors;
+    };
+    bool solved = false;
+    if (std::is_same<T, double>::value && tol < rough) {
+        EigenResult<T> located;
+        try {
+            const CholeskyInverse<T, float> inverse(a, scale, 0.0, 1, op_opt);
+            EigenOptions first = full;
+            first.tol = rough;
+            located = block_lanczos<T>(inverse, k, Which::largest, first);
+        } catch (const std::domain_error&) {
+            located.converged = false;  // not positive definite in single precision
+        } catch (const std::overflow_error&) {
+            located.converged = false;  // its inverse overflows single precision
+        }
+        if (located.converged) {
+            const double theta = located.values.maxCoeff();  // the largest 1 / lambda
+            const double spread = located.residuals.maxCoeff() / theta;
+            refine_with<T>(op, located);
+            const double lambda_1 = located.values[0], lambda_k = located.values[Eigen::Index(k) - 1];
+            const double rho = spread + std::abs(lambda_1 * theta - 1.0);
+            earlier = located.passes + 1;
+            start = std::move(located.vectors);
+            // If sigma = (1 - rho) lambda_1 fails to factorize (lambda_1 had found another
+            // eigenvalue than the smallest), one more try ten times lower.
+            for (const double factor : {1.0, 10.0}) {
+                const double below = (1.0 - factor * rho) * lambda_1;
+                if (!(below > 0.0)) break;
+                const double sigma = std::min(below, (lambda_1 - ratio * lambda_k) / (1.0 - ratio));
+                std::unique_ptr<CholeskyInverse<T>> shifted;
+                try {
+                    shifted.reset(new CholeskyInverse<T>(a, scale, -sigma, 1, op_opt));
+                } catch (const std::domain_error&) {
+                    continue;  // sigma >= lambda_min: lower it
+                }
+                solve(*shifted, true);
+                solved = true;
+                break;
+            }
+        }
+    }
+    if (!solved) solve(CholeskyInverse<T>(a, scale, 0.0, 8, op_opt), false);
+    // Pairs lost in the rounding of the inverse (a graded spectrum, lambda_k / lambda_1
+    // beyond 1 / ratio): shift up until lambda_k, estimated from above by its Rayleigh
+    // quotient, is resolved.  Each try costs a factorization; rounding_limited stays set
+    // if the last one still loses a pair.
+    for (int retry = 0; r.rounding_limited && retry < 3; ++retry) {
+        const double lambda_k = r.values[Eigen::Index(k) - 1];
+        const double up = std::max(ratio / (1.0 - ratio) * lambda_k, 10.0 * r.shift);
+        solve(CholeskyInverse<T>(a, scale, up, 8, op_opt), false);
+    }
+    r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff()) * scale;
+    return r;
+}
+
+}  // namespace detail
+
 // The k largest or smallest eigenpairs of the dense symmetric PSD matrix a.
 //
-// The smallest come from the largest of (a - sigma I)^-1 (Cholesky).  The bottom of a kernel
-// spectrum is often a dense cluster, where 1 / lambda separates the wanted eigenvalues
-// poorly, so double precision takes two phases.  Phase 1 locates the bottom roughly, from a
-// single-precision factor of a (half the cost of a double one), to a relative residual of
-// 1e-2; the Rayleigh quotients of its Ritz vectors on a itself bound lambda_min from above,
-// and their distance to the single-precision values adds to the uncertainty rho.  Phase 2
-// factors a - sigma I in double with sigma = (1 - rho) lambda_rq just below lambda_min (a
-// successful factorization proves sigma < lambda_min), which maps the wanted eigenvalues to
-// 1 / (lambda - sigma), far apart, and restarts from the phase-1 vectors.  When a does not
-// factorize in single precision, or no sigma factorizes, or the precision is single, the
-// factor of a itself (with the smallest diagonal shift that factorizes) runs to the full
-// tolerance.  Eigenvalues are always the Rayleigh quotients of a; norm_estimate is
-// max(diag a) (>= ||a|| / N for PSD a).
+// a is scaled by the power of two that brings max |a_ij| (opt.magnitude, or one pass) to
+// [1, 2); the zero matrix has the eigenvalues 0 (any orthonormal vectors).  The largest come
+// from block Lanczos on a.  The smallest come from the largest of (a - sigma I)^-1
+// (Cholesky).  The bottom of a kernel spectrum is often a dense cluster, where 1 / lambda
+// separates the wanted eigenvalues poorly, so double precision takes two phases.  Phase 1
+// locates the bottom roughly, from a single-precision factor of a (half the cost of a double
+// one), to a relative residual of 1e-2; the Rayleigh quotients of its Ritz vectors on a
+// itself bound lambda_min from above, and their distance to the single-precision values adds
+// to the uncertainty rho.  Phase 2 factors a - sigma I in double with sigma = (1 - rho)
+// lambda_rq just below lambda_min (a successful factorization proves sigma < lambda_min),
+// which maps the wanted eigenvalues to 1 / (lambda - sigma), far apart, and restarts from
+// the phase-1 vectors.  When a does not factorize in single precision, or no sigma
+// factorizes, or the precision is single, the factor of a itself (with the smallest diagonal
+// shift that factorizes) runs to the full tolerance.  With k >= 2, sigma is also kept low
+// enough (negative if need be) that the k-th pair is not lost in the rounding of the
+// inverse, and lowered further while one is (graded spectra).  Eigenvalues are always the
+// Rayleigh quotients of a; norm_estimate is max(diag a) (>= ||a|| / N for PSD a).
 template <class T>
 EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::size_t k, Which which,
                                 const EigenOptions& opt = EigenOptions(),
                                 const OperatorOptions& op_opt = OperatorOptions()) {
-    const DenseOperator<T> op(a, op_opt);
-    if (which == Which::largest) return block_lanczos<T>(op, k, which, opt);
-    const double tol = opt.tol > 0 ? opt.tol : detail::default_tolerance<T>();
-    const double rough = 1e-2;
-    EigenOptions full = opt;
-    full.relative_to_value = true;
-    std::size_t earlier = 0;
-    auto finish = [&](EigenResult<T>& r, double shift) {
-        r.shift = shift;
-        r.passes += earlier + 1;
-        refine_with<T>(op, r);
-        r.norm_estimate = double(a.diagonal().cwiseAbs().maxCoeff());
-        return r;
-    };
-    ColMatrix<T> start;
-    if (std::is_same<T, double>::value && tol < rough) {
-        EigenResult<T> r;
-        try {
-            const CholeskyInverse<T, float> located(a, 0.0, 1, op_opt);
-            EigenOptions first = full;
-            first.tol = rough;
-            r = block_lanczos<T>(located, k, Which::largest, first);
-        } catch (const std::domain_error&) {
-            r.converged = false;  // not positive definite in single precision
-        }
-        if (r.converged) {
-            const double theta = r.values.maxCoeff();  // the largest 1 / lambda
-            const double spread = r.residuals.maxCoeff() / theta;
-            refine_with<T>(op, r);
-            const double lambda_rq = r.values[0];
-            const double rho = spread + std::abs(lambda_rq * theta - 1.0);
-            earlier = r.passes + 1;
-            start = std::move(r.vectors);
-            // If sigma = (1 - rho) lambda_rq fails to factorize (lambda_rq had found another
-            // eigenvalue than the smallest), one more try ten times lower.
-            for (const double factor : {1.0, 10.0}) {
-                const double sigma = (1.0 - factor * rho) * lambda_rq;
-                if (!(sigma > 0.0)) break;
-                std::unique_ptr<CholeskyInverse<T>> shifted;
-                try {
-                    shifted.reset(new CholeskyInverse<T>(a, -sigma, 1, op_opt));
-                } catch (const std::domain_error&) {
-                    continue;  // sigma >= lambda_min: lower it
-                }
-                EigenOptions second = full;
-                if (opt.values_only) second.inverse_shift = sigma;
-                EigenResult<T> r2 = block_lanczos<T>(*shifted, k, Which::largest, second, &start);
-                return finish(r2, -sigma);
-            }
-        }
-    }
-    const CholeskyInverse<T> inverse(a, 0.0, 8, op_opt);
-    EigenResult<T> r = block_lanczos<T>(inverse, k, Which::largest, full, start.size() ? &start : nullptr);
-    return finish(r, inverse.shift());
+    const double magnitude = opt.magnitude > 0 || a.size() == 0 ? opt.magnitude : double(a.cwiseAbs().maxCoeff());
+    const int e = detail::scale_exponent<T>(magnitude);
+    const double scale = std::ldexp(1.0, -e);
+    const DenseOperator<T> op(a, scale, op_opt);
+    EigenResult<T> r = which == Which::largest || magnitude == 0.0
+                           ? block_lanczos<T>(op, k, which, opt)
+                           : detail::smallest_dense<T>(a, scale, op, k, opt, op_opt);
+    detail::unscale(r, e);
+    return r;
 }
 
 // The k largest or smallest eigenpairs of K (kind = nngp) or Theta (kind = ntk) of the network
-// on the rows of x, without storing the Gram matrix.
+// on the rows of x, without storing the Gram matrix.  The scale comes from the diagonal
+// (O(N); max |K_ij| <= max K_ii for these PSD kernels).
 template <class T>
 EigenResult<T> kernel_eigenpairs(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x, KernelKind kind,
                                  std::size_t k, Which which, const EigenOptions& opt = EigenOptions(),
                                  const OperatorOptions& op_opt = OperatorOptions()) {
     const KernelTiles<T> tiles(net, x, nullptr);
-    const KernelOperator<T> op(tiles, kind, op_opt);
-    return block_lanczos<T>(op, k, which, opt);
+    Vector<T> nngp(x.rows()), ntk(x.rows());
+    diagonal<T>(net, x, nngp, ntk);
+    const Vector<T>& d = kind == KernelKind::ntk ? ntk : nngp;
+    const int e = detail::scale_exponent<T>(d.size() ? double(d.cwiseAbs().maxCoeff()) : 0.0);
+    const KernelOperator<T> op(tiles, kind, std::ldexp(1.0, -e), op_opt);
+    EigenResult<T> r = block_lanczos<T>(op, k, which, opt);
+    detail::unscale(r, e);
+    return r;
 }
 
 }  // namespace ntkcore

@@ -1,5 +1,6 @@
 // One pass over a square matrix that says whether it can be treated as symmetric: the
-// largest |a_ij|, the largest |a_ij - a_ji|, and the first entry that is not finite.  Tiles
+// largest |a_ij|, the largest |a_ij - a_ji|, and the first entry (in row-major order, so
+// that the report does not depend on the threads) that is not finite.  Tiles
 // of the upper triangle are compared with their mirror images (both stay in cache), on
 // threads, so that checking costs about one read of the matrix.
 #pragma once
@@ -19,7 +20,14 @@ namespace ntkcore {
 struct SymmetryReport {
     double max_abs = 0.0;        // max |a_ij| over the finite entries
     double max_asymmetry = 0.0;  // max |a_ij - a_ji|
-    long long nonfinite_row = -1, nonfinite_col = -1;  // the first non-finite entry found, if any
+    long long nonfinite_row = -1, nonfinite_col = -1;  // the first non-finite entry, if any
+
+    void add_nonfinite(long long row, long long col) {
+        if (nonfinite_row < 0 || row < nonfinite_row || (row == nonfinite_row && col < nonfinite_col)) {
+            nonfinite_row = row;
+            nonfinite_col = col;
+        }
+    }
 };
 
 template <class T>
@@ -40,10 +48,8 @@ SymmetryReport symmetry_report(const Eigen::Ref<const RowMatrix<T>>& a, int n_th
                 const double upper = double(a(Eigen::Index(i), Eigen::Index(j)));
                 const double lower = double(a(Eigen::Index(j), Eigen::Index(i)));
                 if (!std::isfinite(upper) || !std::isfinite(lower)) {
-                    if (part.nonfinite_row < 0) {
-                        part.nonfinite_row = (long long)(std::isfinite(upper) ? j : i);
-                        part.nonfinite_col = (long long)(std::isfinite(upper) ? i : j);
-                    }
+                    if (!std::isfinite(upper)) part.add_nonfinite((long long)i, (long long)j);
+                    if (!std::isfinite(lower)) part.add_nonfinite((long long)j, (long long)i);
                     continue;
                 }
                 part.max_abs = std::max(part.max_abs, std::max(std::abs(upper), std::abs(lower)));
@@ -54,10 +60,7 @@ SymmetryReport symmetry_report(const Eigen::Ref<const RowMatrix<T>>& a, int n_th
     for (const SymmetryReport& part : parts) {
         total.max_abs = std::max(total.max_abs, part.max_abs);
         total.max_asymmetry = std::max(total.max_asymmetry, part.max_asymmetry);
-        if (total.nonfinite_row < 0) {
-            total.nonfinite_row = part.nonfinite_row;
-            total.nonfinite_col = part.nonfinite_col;
-        }
+        if (part.nonfinite_row >= 0) total.add_nonfinite(part.nonfinite_row, part.nonfinite_col);
     }
     return total;
 }
