@@ -72,16 +72,7 @@ py::tuple to_python(ntkcore::EigenResult<T>&& r) {
 template <class T, class Solve>
 py::tuple run(Solve&& solve) {
     ntkcore::EigenResult<T> r;
-    bool interrupted = false;
-    {
-        py::gil_scoped_release release;
-        try {
-            r = solve();
-        } catch (const ntkcore::Interrupted&) {
-            interrupted = true;
-        }
-    }
-    if (interrupted) throw py::error_already_set();
+    without_gil([&] { r = solve(); });
     return to_python<T>(std::move(r));
 }
 
