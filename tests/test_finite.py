@@ -26,8 +26,10 @@ def _phi(activation, z):
         return np.where(z < 0, a * z, b * z), np.where(z < 0, a, b) + 0 * z
     if activation.family == "sign":
         return np.sign(z), 0 * z
-    a, b, c = activation.core_params
-    return a * _erf(b * z) + c, a * b * 2 / np.sqrt(np.pi) * np.exp(-((b * z) ** 2))
+    if activation.family == "erf":
+        a, b, c = activation.core_params
+        return a * _erf(b * z) + c, a * b * 2 / np.sqrt(np.pi) * np.exp(-((b * z) ** 2))
+    raise NotImplementedError(f"no numpy phi for the {activation.family!r} family in this oracle")
 
 
 def np_forward(net, params, x):
