@@ -198,3 +198,17 @@ def test_bad_layer_entries():
         GAP_RELU.kernels(IMAGES, dtype=np.int32)
     with pytest.raises(ValueError, match="n_threads"):
         GAP_RELU.kernels(IMAGES, n_threads=0)
+
+
+def test_float32_range_is_explained_or_warned():
+    """As for FullyConnected: the float64 diagonal tells an overflow's scale and an underflow."""
+    net = ntkcore.serial(L.Conv((1, 1), W_std=4.0), "relu", L.GlobalAvgPool(), L.Dense(W_std=4.0))
+    big = np.full((2, 3, 3, 1), 3e18, dtype=np.float32)
+    with pytest.raises(OverflowError, match=r"float32's largest 3.4e\+38.*mean square is up to 9e\+36"):
+        net.kernels(big)
+    with pytest.raises(OverflowError, match="float32's largest"):
+        net.diagonal(big)
+    deep = ntkcore.serial(*[L.Dense(), "relu"] * 140, L.Dense())  # K(x, x) = 2^-140 q
+    with pytest.warns(RuntimeWarning, match="float32 kernels underflow.*dtype=numpy.float64"):
+        deep.kernels(np.ones((2, 3), dtype=np.float32))
+    np.testing.assert_allclose(deep.diagonal(np.ones((2, 3))).nngp, [2.0**-140] * 2, rtol=1e-13)

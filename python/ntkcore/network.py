@@ -7,7 +7,7 @@ import numbers
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -201,7 +201,7 @@ class FullyConnected:
         threads = check_n_threads(n_threads)
         n2 = a.shape[0] if b is None else b.shape[0]
         outputs = f"two {a.shape[0]} x {n2} {dtype.name} outputs"
-        with self._float32_range(dtype, a, b), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
+        with float32_range(self.diagonal, dtype, a, b), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
             result = Kernels(*_core.gram(self._core_network(), a, b, threads))
             # A cross kernel's diagonals are checked against the float64 range only (entries can
             # fit when one set's K(x, x) does not): two reductions find an entry that did not.
@@ -233,48 +233,50 @@ class FullyConnected:
         a = as_points(x, "x", dtype)
         nngp = np.empty(a.shape[0], dtype=dtype)
         ntk = np.empty(a.shape[0], dtype=dtype)
-        with self._float32_range(dtype, a):
+        with float32_range(self.diagonal, dtype, a):
             _core.diagonal(self._core_network(), a, nngp, ntk)
         return Kernels(nngp, ntk)
 
-    @contextmanager
-    def _float32_range(self, dtype: np.dtype, *points: Optional[np.ndarray]) -> Iterator[None]:
-        """In float32, explain an overflow and warn of an underflow by the float64 diagonal.
 
-        Every entry obeys ``|K(x, x')| <= sqrt(K(x, x) K(x', x'))``, so the per-point values
-        (O(N) work next to the Gram's O(N^2)) tell whether the kernels' scale fits float32.
-        """
-        if dtype != np.float32:
-            yield
-            return
-        points = [p for p in points if p is not None]
-        tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+@contextmanager
+def float32_range(diagonal: Callable[..., Kernels], dtype: np.dtype, *points: Optional[np.ndarray]) -> Iterator[None]:
+    """In float32, explain an overflow and warn of an underflow by the float64 diagonal.
+
+    Every entry obeys ``|K(x, x')| <= sqrt(K(x, x) K(x', x'))``, so the per-point values
+    ``diagonal(x, dtype=numpy.float64)`` (O(N) work next to the Gram's O(N^2)) tell whether
+    the kernels' scale fits float32.
+    """
+    if dtype != np.float32:
+        yield
+        return
+    points = [p for p in points if p is not None]
+    tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    try:
+        yield
+    except OverflowError as exc:
         try:
-            yield
-        except OverflowError as exc:
-            try:
-                diagonals = [self.diagonal(p, dtype=np.float64) for p in points]
-            except OverflowError:
-                raise exc from None
-            largest = max(float(np.max(np.abs(d.ntk))) for d in diagonals)
-            scale = max(float(np.max(np.mean(p.astype(np.float64) ** 2, axis=1))) for p in points)
-            raise OverflowError(
-                f"float32 kernels overflow: they exceed float32's largest {huge:.3g} (in float64, Theta(x, x) "
-                f"reaches {largest:.3g}; the inputs' mean square x.x/d is up to {scale:.3g}); use "
-                "dtype=numpy.float64, or rescale the inputs or lower W_std"
-            ) from exc
-        smallest = math.inf
-        for p in points:
-            d = self.diagonal(p, dtype=np.float64)
-            values = np.concatenate([d.nngp, d.ntk])
-            values = values[values > 0]
-            if values.size:
-                smallest = min(smallest, float(values.min()))
-        if smallest < tiny:
-            warnings.warn(
-                f"float32 kernels underflow: K(x, x) or Theta(x, x) is as small as {smallest:.3g}, below "
-                f"float32's smallest normal number {tiny:.3g}, so entries are 0 or lose digits; "
-                "use dtype=numpy.float64",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            diagonals = [diagonal(p, dtype=np.float64) for p in points]
+        except OverflowError:
+            raise exc from None
+        largest = max(float(np.max(np.abs(d.ntk))) for d in diagonals)
+        scale = max(float(np.max(np.mean(p.reshape(len(p), -1).astype(np.float64) ** 2, axis=1))) for p in points)
+        raise OverflowError(
+            f"float32 kernels overflow: they exceed float32's largest {huge:.3g} (in float64, Theta(x, x) "
+            f"reaches {largest:.3g}; the inputs' mean square is up to {scale:.3g}); use "
+            "dtype=numpy.float64, or rescale the inputs or lower W_std"
+        ) from exc
+    smallest = math.inf
+    for p in points:
+        d = diagonal(p, dtype=np.float64)
+        values = np.concatenate([d.nngp, d.ntk])
+        values = values[values > 0]
+        if values.size:
+            smallest = min(smallest, float(values.min()))
+    if smallest < tiny:
+        warnings.warn(
+            f"float32 kernels underflow: K(x, x) or Theta(x, x) is as small as {smallest:.3g}, below "
+            f"float32's smallest normal number {tiny:.3g}, so entries are 0 or lose digits; "
+            "use dtype=numpy.float64",
+            RuntimeWarning,
+            stacklevel=4,
+        )

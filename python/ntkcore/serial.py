@@ -19,7 +19,7 @@ from . import activations as _activations
 from . import layers as _layers
 from ._native import core as _core
 from ._validation import as_real_array, check_n_threads, explain_memory_error, resolve_dtype
-from .network import Kernels
+from .network import Kernels, float32_range
 
 __all__ = ["serial", "Serial"]
 
@@ -116,7 +116,9 @@ class Serial:
                 )
         threads = check_n_threads(n_threads)
         n2 = a.shape[0] if b is None else b.shape[0]
-        with explain_memory_error(f"two {a.shape[0]} x {n2} {dtype.name} outputs", 2.0 * a.shape[0] * n2 * dtype.itemsize):
+        shaped = (a.reshape(np.shape(x1)), None if b is None else b.reshape(np.shape(x2)))
+        outputs = f"two {a.shape[0]} x {n2} {dtype.name} outputs"
+        with float32_range(self.diagonal, dtype, *shaped), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
             return Kernels(*_core.layer_gram(self._spec(np.ndim(x1) - 2), a, grid1, b, grid2, channels, threads))
 
     def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
@@ -131,7 +133,8 @@ class Serial:
         """``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` for each input, shape (N,): one chain per input."""
         dtype = resolve_dtype(dtype, x)
         a, grid, channels = _inputs(x, "x", dtype)
-        return Kernels(*_core.layer_diagonal(self._spec(np.ndim(x) - 2), a, grid, channels, check_n_threads(n_threads)))
+        with float32_range(self.diagonal, dtype, a.reshape(np.shape(x))):
+            return Kernels(*_core.layer_diagonal(self._spec(np.ndim(x) - 2), a, grid, channels, check_n_threads(n_threads)))
 
 
 def serial(*layers) -> Serial:
