@@ -44,11 +44,15 @@ def layers_ntkcore(arch):
     if arch == "gap5":
         body = [L.Conv((3, 3), **c), "relu"] * 5 + [L.GlobalAvgPool()]
     elif arch == "myrtle":
-        body = [L.Conv((3, 3), **c), "relu"] * 2 + [L.AvgPool((2, 2), strides=(2, 2)), L.Conv((3, 3), **c), "relu",
-                                                    L.GlobalAvgPool()]
+        body = [L.Conv((3, 3), **c), "relu"] * 2 + [
+            L.AvgPool((2, 2), strides=(2, 2)),
+            L.Conv((3, 3), **c),
+            "relu",
+            L.GlobalAvgPool(),
+        ]
     else:
         body = [L.Conv((3, 3), **c), "relu"] * 2 + [L.Flatten()]
-    return body + [L.Dense(W_std=2**0.5, b_std=0.1)]
+    return [*body, L.Dense(W_std=2**0.5, b_std=0.1)]
 
 
 def layers_nt(arch):
@@ -58,8 +62,12 @@ def layers_nt(arch):
     if arch == "gap5":
         body = [conv(), stax.Relu()] * 5 + [stax.GlobalAvgPool()]
     elif arch == "myrtle":
-        body = [conv(), stax.Relu()] * 2 + [stax.AvgPool((2, 2), strides=(2, 2)), conv(), stax.Relu(),
-                                            stax.GlobalAvgPool()]
+        body = [conv(), stax.Relu()] * 2 + [
+            stax.AvgPool((2, 2), strides=(2, 2)),
+            conv(),
+            stax.Relu(),
+            stax.GlobalAvgPool(),
+        ]
     else:
         body = [conv(), stax.Relu()] * 2 + [stax.Flatten()]
     return stax.serial(*body, stax.Dense(1, W_std=2**0.5, b_std=0.1))
@@ -70,8 +78,9 @@ def inputs(data, n):
 
     if data == "digits":
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-        with np.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "ntkcore", "data",
-                                  "optdigits.npz")) as f:
+        with np.load(
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "ntkcore", "data", "optdigits.npz")
+        ) as f:
             images = f["images"].astype(np.float64) / 16.0
         return images[:n].reshape(-1, 8, 8, 1)
     return np.random.default_rng(0).standard_normal((n, 16, 16, 3))
@@ -111,20 +120,49 @@ def child(args):
 
 
 def run(lib, args, n, save):
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads), XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        OPENBLAS_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
     python = sys.executable if lib == "ntkcore" else args.nt_python
-    cmd = [python, os.path.abspath(__file__), "--child", lib, "--arch", args.arch, "--data", args.data, "--n", str(n),
-           "--threads", str(args.threads), "--dtype", args.dtype, "--nt-batch", str(args.nt_batch), "--save", save]
+    cmd = [
+        python,
+        os.path.abspath(__file__),
+        "--child",
+        lib,
+        "--arch",
+        args.arch,
+        "--data",
+        args.data,
+        "--n",
+        str(n),
+        "--threads",
+        str(args.threads),
+        "--dtype",
+        args.dtype,
+        "--nt-batch",
+        str(args.nt_batch),
+        "--save",
+        save,
+    ]
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout,
-                             preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        out = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )
     except subprocess.TimeoutExpired:
         return None, f"timeout {args.timeout} s"
     for line in out.stdout.splitlines():
         if line.startswith(TAG):
-            return json.loads(line[len(TAG):]), None
+            return json.loads(line[len(TAG) :]), None
     return None, (out.stderr.strip().splitlines() or ["failed"])[-1]
 
 
@@ -167,8 +205,10 @@ def main():
                 diff = ""
                 if base[2] is not None and lib != "nt":
                     diff = f"{np.max(np.abs(ntk - base[2])) / np.max(np.abs(base[2])):.1e}"
-                print(f"| {n} | {lib} | {res['wall']:.3f} | {res['peak_mb']:.0f} | {res['cpu'] / res['wall']:.2f} | "
-                      f"{ratio} | {diff} |")
+                print(
+                    f"| {n} | {lib} | {res['wall']:.3f} | {res['peak_mb']:.0f} | {res['cpu'] / res['wall']:.2f} | "
+                    f"{ratio} | {diff} |"
+                )
 
 
 if __name__ == "__main__":

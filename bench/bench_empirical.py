@@ -47,7 +47,7 @@ def peak_mib():
 def make_ntk_ntkcore(params):
     from ntkcore import finite
 
-    net = finite.MLP([D] + WIDTHS + [1], "relu", W_std=W_STD, b_std=B_STD)
+    net = finite.MLP([D, *WIDTHS, 1], "relu", W_std=W_STD, b_std=B_STD)
     net.parameters = [(params[f"w{m}"], params[f"b{m}"]) for m in range(len(WIDTHS) + 1)]
     return lambda x: net.ntk(x, dtype=np.float32)
 
@@ -78,20 +78,20 @@ def make_ntk_nt(params, implementation):
 
 def make_ntk_torch(params):
     import torch
-    from torch.func import functional_call, jacrev, vmap
+    from torch.func import jacrev, vmap
 
     torch.set_num_threads(os.cpu_count())
     layers = []
-    for n_in, n_out in zip([D] + WIDTHS, WIDTHS + [1]):
+    for n_in, n_out in zip([D, *WIDTHS], [*WIDTHS, 1]):
         layers.append(torch.nn.Linear(n_in, n_out))
     names = {}
-    for m, lin in enumerate(layers):
+    for m, _lin in enumerate(layers):
         names[f"{m}.weight"] = torch.tensor(params[f"w{m}"], dtype=torch.float32)
         names[f"{m}.bias"] = torch.tensor(params[f"b{m}"], dtype=torch.float32)
 
     def f(p, x):
         h = x
-        for m, n_in in enumerate([D] + WIDTHS):
+        for m, n_in in enumerate([D, *WIDTHS]):
             h = (W_STD / n_in**0.5) * h @ p[f"{m}.weight"].T + B_STD * p[f"{m}.bias"]
             if m < len(WIDTHS):
                 h = torch.relu(h)
@@ -103,6 +103,7 @@ def make_ntk_torch(params):
         with torch.no_grad():
             # One parameter tensor at a time: J_p (N x |p|), theta += J_p J_p^T.
             for name in names:
+
                 def f_one(q, xi, name=name):
                     return f({**names, name: q}, xi)
 
@@ -134,8 +135,18 @@ def worker(args):
         theta = ntk(x)
         times.append(time.perf_counter() - t0)
     np.save(args.out, np.asarray(theta, dtype=np.float64))
-    print(json.dumps(dict(lib=args.lib, n=args.n, first_s=first, best_s=min(times) if times else first,
-                          rss_before_mib=before, peak_mib=peak_mib())))
+    print(
+        json.dumps(
+            dict(
+                lib=args.lib,
+                n=args.n,
+                first_s=first,
+                best_s=min(times) if times else first,
+                rss_before_mib=before,
+                peak_mib=peak_mib(),
+            )
+        )
+    )
 
 
 def main():
@@ -150,14 +161,21 @@ def main():
     ap.add_argument("--nt-python")
     ap.add_argument("--torch-python")
     ap.add_argument("--sizes", default="256,1000,2000")
-    ap.add_argument("--nt-implementations",
-                    default="STRUCTURED_DERIVATIVES,NTK_VECTOR_PRODUCTS,JACOBIAN_CONTRACTION")
-    ap.add_argument("--max-jacobian-gib", type=float, default=6.0,
-                    help="skip a Jacobian-based run whose float32 Jacobian would exceed this "
-                         "(torch: one layer's; neural-tangents JACOBIAN_CONTRACTION: all of it)")
-    ap.add_argument("--slow-repeats", type=int, default=0,
-                    help="repeats of the other libraries for N >= 1000 (their first call "
-                         "then stands for the best; it includes neural-tangents' JIT compilation)")
+    ap.add_argument("--nt-implementations", default="STRUCTURED_DERIVATIVES,NTK_VECTOR_PRODUCTS,JACOBIAN_CONTRACTION")
+    ap.add_argument(
+        "--max-jacobian-gib",
+        type=float,
+        default=6.0,
+        help="skip a Jacobian-based run whose float32 Jacobian would exceed this "
+        "(torch: one layer's; neural-tangents JACOBIAN_CONTRACTION: all of it)",
+    )
+    ap.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=0,
+        help="repeats of the other libraries for N >= 1000 (their first call "
+        "then stands for the best; it includes neural-tangents' JIT compilation)",
+    )
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", default="")
     ap.add_argument("--workdir", default="/tmp/bench_empirical")
@@ -169,7 +187,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)  # ntkcore.finite.MLP(seed=0)'s draw order
     params = {}
-    for m, (n_in, n_out) in enumerate(zip([D] + WIDTHS, WIDTHS + [1])):
+    for m, (n_in, n_out) in enumerate(zip([D, *WIDTHS], [*WIDTHS, 1])):
         params[f"w{m}"] = rng.standard_normal((n_out, n_in))
         params[f"b{m}"] = rng.standard_normal(n_out)
     np.savez(work / "params.npz", **params)
@@ -183,15 +201,30 @@ def main():
     for n in [int(s) for s in args.sizes.split(",")]:
         for lib, python in jobs:
             n_params = sum(a.size for a in params.values())
-            jac_gib = {"torch": n * 1024 * 1024 * 4 / 2**30,
-                       "neural-tangents:JACOBIAN_CONTRACTION": n * n_params * 4 / 2**30}.get(lib, 0.0)
+            jac_gib = {
+                "torch": n * 1024 * 1024 * 4 / 2**30,
+                "neural-tangents:JACOBIAN_CONTRACTION": n * n_params * 4 / 2**30,
+            }.get(lib, 0.0)
             if jac_gib > args.max_jacobian_gib:
                 results.append(dict(lib=lib, n=n, skipped=f"its Jacobian would need {jac_gib:.1f} GiB"))
                 continue
             repeats = args.repeats if lib == "ntkcore" or n < 1000 else args.slow_repeats
             out = work / f"{lib.replace(':', '_')}_{n}.npy"
-            cmd = [python, __file__, "--worker", "--lib", lib, "--n", str(n), "--params",
-                   str(work / "params.npz"), "--out", str(out), "--repeats", str(repeats)]
+            cmd = [
+                python,
+                __file__,
+                "--worker",
+                "--lib",
+                lib,
+                "--n",
+                str(n),
+                "--params",
+                str(work / "params.npz"),
+                "--out",
+                str(out),
+                "--repeats",
+                str(repeats),
+            ]
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -206,14 +239,19 @@ def main():
             res["max_rel_diff_vs_ntkcore"] = float(np.abs(np.load(out) - ref).max() / np.abs(ref).max())
             results.append(res)
             print(json.dumps(res), file=sys.stderr, flush=True)
-    lines = ["| N | library | first call (s) | best call (s) | RSS before (MiB) | peak RSS (MiB) | max rel. diff vs ntkcore |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| N | library | first call (s) | best call (s) | RSS before (MiB) | peak RSS (MiB) "
+        "| max rel. diff vs ntkcore |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "skipped" in r:
             lines.append(f"| {r['n']} | {r['lib']} | skipped: {r['skipped']} | | | | |")
         else:
-            lines.append(f"| {r['n']} | {r['lib']} | {r['first_s']:.3f} | {r['best_s']:.3f} | "
-                         f"{r['rss_before_mib']:.0f} | {r['peak_mib']:.0f} | {r['max_rel_diff_vs_ntkcore']:.1e} |")
+            lines.append(
+                f"| {r['n']} | {r['lib']} | {r['first_s']:.3f} | {r['best_s']:.3f} | "
+                f"{r['rss_before_mib']:.0f} | {r['peak_mib']:.0f} | {r['max_rel_diff_vs_ntkcore']:.1e} |"
+            )
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -55,13 +55,20 @@ Options parse(int argc, char** argv) {
             for (const auto& x : split(s)) v.push_back(std::stol(x));
             return v;
         };
-        if (arg == "--n") o.sizes = longs(value());
-        else if (arg == "--depth") o.depths = longs(value());
-        else if (arg == "--activation") o.activations = split(value());
-        else if (arg == "--dim") o.dim = std::stol(value());
-        else if (arg == "--threads") o.threads = std::stoi(value());
-        else if (arg == "--repeats") o.repeats = std::stoi(value());
-        else if (arg == "--float") o.single = true;
+        if (arg == "--n")
+            o.sizes = longs(value());
+        else if (arg == "--depth")
+            o.depths = longs(value());
+        else if (arg == "--activation")
+            o.activations = split(value());
+        else if (arg == "--dim")
+            o.dim = std::stol(value());
+        else if (arg == "--threads")
+            o.threads = std::stoi(value());
+        else if (arg == "--repeats")
+            o.repeats = std::stoi(value());
+        else if (arg == "--float")
+            o.single = true;
         else {
             std::fprintf(stderr, "unknown argument %s (see the comment at the top of bench_gram.cpp)\n",
                          arg.c_str());
@@ -95,7 +102,8 @@ double best_seconds(int repeats, F&& run) {
     for (int r = 0; r < repeats; ++r) {
         const auto start = std::chrono::steady_clock::now();
         run();
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        best =
+            std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     return best;
 }
@@ -116,11 +124,10 @@ void run(const Options& o) {
                 ntkcore::GramOptions opt;
                 opt.n_threads = o.threads;
                 const double entry_layers = double(n) * double(n + 1) / 2.0 * double(depth);
-                const double t_gram = best_seconds(o.repeats, [&] {
-                    ntkcore::gram<T>(net, x, nullptr, k, theta, opt);
-                });
-                std::printf("%-8s %-4s %6ld %5ld %7d %10.4f %14.4g\n", "gram", activation.c_str(), n,
-                            depth, o.threads, t_gram, entry_layers / t_gram);
+                const double t_gram =
+                    best_seconds(o.repeats, [&] { ntkcore::gram<T>(net, x, nullptr, k, theta, opt); });
+                std::printf("%-8s %-4s %6ld %5ld %7d %10.4f %14.4g\n", "gram", activation.c_str(), n, depth,
+                            o.threads, t_gram, entry_layers / t_gram);
 
                 // Roofline: the per-pair maps over tiles of realistic states, nothing else.
                 const std::size_t tile = opt.tile_rows;
@@ -132,8 +139,8 @@ void run(const Options& o) {
                     ir[i] = T(1) / r[i];
                     ra[i] = T(0.7);
                 }
-                const ntkcore::LayerInputs<T> in{r.data(),  r.data(), ir.data(), ir.data(), q.data(),
-                                                 q.data(),  ra.data(), ra.data(), T(1)};
+                const ntkcore::LayerInputs<T> in{r.data(), r.data(),  ir.data(), ir.data(), q.data(),
+                                                 q.data(), ra.data(), ra.data(), T(1)};
                 const ntkcore::DenseStep<T> dense{T(1), T(0.01), T(1), T(1), T(0.01)};
                 volatile T sink = 0;
                 const double t_roof = best_seconds(o.repeats, [&] {
@@ -146,10 +153,12 @@ void run(const Options& o) {
                             for (long t = 0; t < long(tiles); ++t) {
                                 for (std::size_t k2 = 0; k2 < c.size(); ++k2) {
                                     c[k2] = T(0.3) * r[k2 % tile] * r[k2 / tile] + T(1e-3) * T(t % 7);
-                                    d[k2] = r[k2 % tile] * r[k2 % tile] * r[k2 / tile] * r[k2 / tile] - c[k2] * c[k2];
+                                    d[k2] = r[k2 % tile] * r[k2 % tile] * r[k2 / tile] * r[k2 / tile] -
+                                            c[k2] * c[k2];
                                     th[k2] = c[k2];
                                 }
-                                for (long l = 0; l < depth; ++l) act.pairs(tile, tile, in, c.data(), d.data(), th.data(), dense);
+                                for (long l = 0; l < depth; ++l)
+                                    act.pairs(tile, tile, in, c.data(), d.data(), th.data(), dense);
                                 acc += th[std::size_t(t) % th.size()];
                             }
 #pragma omp critical

@@ -62,11 +62,10 @@ def machine():
 
 
 def run_dense(sizes, repeats):
+    import ntkcore
     import scipy
     import scipy.linalg as sl
     import scipy.sparse.linalg as ssl
-
-    import ntkcore
     from ntkcore._native import isa
 
     rows = []
@@ -79,7 +78,10 @@ def run_dense(sizes, repeats):
             key=lambda r: r[1],
         )
         row["lambda_min"] = {
-            "ours_s": ours_min[1], "scipy_s": ref_min[1], "ours": ours_min[0], "scipy": float(ref_min[0][0]),
+            "ours_s": ours_min[1],
+            "scipy_s": ref_min[1],
+            "ours": ours_min[0],
+            "scipy": float(ref_min[0][0]),
             "rel_diff": abs(ours_min[0] - float(ref_min[0][0])) / float(ref_min[0][0]),
         }
         ours_top = min((timed(ntkcore.eigsh, theta, k=10) for _ in range(repeats)), key=lambda r: r[1])
@@ -87,14 +89,22 @@ def run_dense(sizes, repeats):
         (vals, vecs), (rvals, _) = ours_top[0], ref_top[0]
         norm = float(np.max(vals))
         row["top10"] = {
-            "ours_s": ours_top[1], "scipy_s": ref_top[1],
+            "ours_s": ours_top[1],
+            "scipy_s": ref_top[1],
             "max_rel_diff": float(np.max(np.abs(np.sort(vals) - np.sort(rvals))) / norm),
             "max_rel_residual": float(np.max(np.linalg.norm(theta @ vecs - vecs * vals, axis=0)) / norm),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"machine": machine(), "isa": isa, "scipy": scipy.__version__, "numpy": np.__version__,
-            "repeats": repeats, "rows": rows, "command": "python bench/bench_spectral.py " + " ".join(sys.argv[1:])}
+    return {
+        "machine": machine(),
+        "isa": isa,
+        "scipy": scipy.__version__,
+        "numpy": np.__version__,
+        "repeats": repeats,
+        "rows": rows,
+        "command": "python bench/bench_spectral.py " + " ".join(sys.argv[1:]),
+    }
 
 
 def child_large(n, k, threads):
@@ -102,7 +112,7 @@ def child_large(n, k, threads):
     import ntkcore
 
     x = points(n)
-    (vals, vecs), seconds = timed(ntkcore.eigsh, network(), x, k=k, n_threads=threads)
+    (vals, _vecs), seconds = timed(ntkcore.eigsh, network(), x, k=k, n_threads=threads)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"n": n, "seconds": seconds, "peak_bytes": peak, "values": vals.tolist()}))
 
@@ -115,8 +125,6 @@ def run_large(n, subset, k, threads):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    import ntkcore
-
     small = child(subset)
     gram = network().ntk(points(subset))
     exact, lapack_s = timed(np.linalg.eigvalsh, gram)
@@ -127,65 +135,98 @@ def run_large(n, subset, k, threads):
     del gram
     big = child(n)
     print(json.dumps(big), flush=True)
-    return {"machine": machine(), "k": k, "subset": small, "large": big,
-            "command": "python bench/bench_spectral.py " + " ".join(sys.argv[1:])}
+    return {
+        "machine": machine(),
+        "k": k,
+        "subset": small,
+        "large": big,
+        "command": "python bench/bench_spectral.py " + " ".join(sys.argv[1:]),
+    }
 
 
 def render(results):
-    lines = ["# Extreme eigenvalues of NTK Gram matrices: ntkcore vs scipy", "",
-             "NTK of a depth-3 ReLU network (W_std = sqrt(2), b_std = 0.1), inputs uniform on the unit",
-             "sphere in d = 64, float64.  Produced by `bench/bench_spectral.py` (commands below); the raw",
-             "numbers are in `RESULTS_spectral.json`.  Times are wall-clock seconds, best of the repeats,",
-             "ntkcore and scipy run alternately in the same process on the same matrix.  ntkcore built",
-             "as each section says (a `-DNTKCORE_NATIVE=ON` build has one module, reported as 'core variant baseline'); scipy uses",
-             "OpenBLAS with its default threads (2 here).", ""]
+    lines = [
+        "# Extreme eigenvalues of NTK Gram matrices: ntkcore vs scipy",
+        "",
+        "NTK of a depth-3 ReLU network (W_std = sqrt(2), b_std = 0.1), inputs uniform on the unit",
+        "sphere in d = 64, float64.  Produced by `bench/bench_spectral.py` (commands below); the raw",
+        "numbers are in `RESULTS_spectral.json`.  Times are wall-clock seconds, best of the repeats,",
+        "ntkcore and scipy run alternately in the same process on the same matrix.  ntkcore built",
+        "as each section says (a `-DNTKCORE_NATIVE=ON` build has one module, reported as 'core variant",
+        "baseline'); scipy uses OpenBLAS with its default threads (2 here).",
+        "",
+    ]
     dense = results.get("dense")
     if dense:
         m = dense["machine"]
-        lines += ["## Dense Gram matrices", "",
-                  f"`{dense['command']}` ({m['date']}; {m['cores']} cores, load average {m['load_average_at_start']:.1f} "
-                  f"at start, shared machine; core variant {dense['isa']}, scipy {dense['scipy']}, numpy {dense['numpy']}).", "",
-                  "lambda_min: `ntkcore.lambda_min(K)` (Cholesky + block Lanczos on (K - sigma I)^-1, Rayleigh quotient) vs",
-                  "`scipy.linalg.eigh(K, subset_by_index=[0, 0], eigvals_only=True)`.", "",
-                  "| N | ntkcore s | scipy s | speed-up | lambda_min | rel. difference |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Dense Gram matrices",
+            "",
+            f"`{dense['command']}` ({m['date']}; {m['cores']} cores, load average {m['load_average_at_start']:.1f} "
+            f"at start, shared machine; core variant {dense['isa']}, scipy {dense['scipy']}, numpy {dense['numpy']}).",
+            "",
+            "lambda_min: `ntkcore.lambda_min(K)` (Cholesky + block Lanczos on (K - sigma I)^-1, Rayleigh quotient) vs",
+            "`scipy.linalg.eigh(K, subset_by_index=[0, 0], eigvals_only=True)`.",
+            "",
+            "| N | ntkcore s | scipy s | speed-up | lambda_min | rel. difference |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in dense["rows"]:
             lm = r["lambda_min"]
-            lines.append(f"| {r['n']} | {lm['ours_s']:.3f} | {lm['scipy_s']:.3f} | {lm['scipy_s'] / lm['ours_s']:.1f}x | "
-                         f"{lm['ours']:.12g} | {lm['rel_diff']:.1e} |")
-        lines += ["", "Top 10 eigenpairs: `ntkcore.eigsh(K, k=10)` (block Lanczos, tol 1e-10) vs "
-                  "`scipy.sparse.linalg.eigsh(K, k=10)` (ARPACK).", "",
-                  "| N | ntkcore s | scipy s | speed-up | max abs. eigenvalue difference / lambda_max | max residual / lambda_max |",
-                  "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['n']} | {lm['ours_s']:.3f} | {lm['scipy_s']:.3f} | {lm['scipy_s'] / lm['ours_s']:.1f}x | "
+                f"{lm['ours']:.12g} | {lm['rel_diff']:.1e} |"
+            )
+        lines += [
+            "",
+            "Top 10 eigenpairs: `ntkcore.eigsh(K, k=10)` (block Lanczos, tol 1e-10) vs "
+            "`scipy.sparse.linalg.eigsh(K, k=10)` (ARPACK).",
+            "",
+            "| N | ntkcore s | scipy s | speed-up | max abs. eigenvalue difference / lambda_max "
+            "| max residual / lambda_max |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in dense["rows"]:
             t = r["top10"]
-            lines.append(f"| {r['n']} | {t['ours_s']:.3f} | {t['scipy_s']:.3f} | {t['scipy_s'] / t['ours_s']:.1f}x | "
-                         f"{t['max_rel_diff']:.1e} | {t['max_rel_residual']:.1e} |")
+            lines.append(
+                f"| {r['n']} | {t['ours_s']:.3f} | {t['scipy_s']:.3f} | {t['scipy_s'] / t['ours_s']:.1f}x | "
+                f"{t['max_rel_diff']:.1e} | {t['max_rel_residual']:.1e} |"
+            )
         lines.append("")
     large = results.get("large")
     if large:
         m, s, b = large["machine"], large["subset"], large["large"]
-        lines += ["## Matrix-free top-10", "",
-                  f"`{large['command']}` ({m['date']}; {m['cores']} cores, load average "
-                  f"{m['load_average_at_start']:.1f} at start).  `ntkcore.eigsh(net, x, k={large['k']})`: the Gram "
-                  "matrix is evaluated tile by tile on every pass and never stored.  Peak memory is the",
-                  "maximum resident set of a child process that only loads numpy/ntkcore, makes x and solves.", "",
-                  "| N | time s | peak memory | note |", "|---|---|---|---|",
-                  f"| {s['n']} | {s['seconds']:.1f} | {s['peak_bytes'] / 2**20:.0f} MiB | vs LAPACK eigvalsh of the dense "
-                  f"Gram ({s['dense_s']:.1f} s): max abs. difference / lambda_max = {s['max_rel_diff']:.1e} |",
-                  f"| {b['n']} | {b['seconds']:.1f} ({b['seconds'] / 60:.1f} min) | {b['peak_bytes'] / 2**20:.0f} MiB | "
-                  f"lambda_max = {max(b['values']):.10g}, 10th = {min(b['values']):.10g} (a dense Gram would need "
-                  f"{b['n'] ** 2 * 8 / 2**30:.0f} GiB) |", ""]
-    lines += ["## Notes", "",
-              "- lambda_min costs one single-precision Cholesky factorization of K (N^3 / 3 flops at twice",
-              "  the double rate) that locates lambda_min to ~1e-2 in ~20 block solves, then one double",
-              "  factorization of K - sigma I with sigma just below lambda_min and ~15 more block solves",
-              "  (each solve streams the factor once, its panel products split over threads).  The bottom of",
-              "  this NTK's spectrum is a near-continuum (lambda_2 / lambda_1 - 1 ~ 1e-3), so Lanczos on K^-1",
-              "  alone needs ~120 passes for 1e-8.  LAPACK's eigh instead reduces K to tridiagonal form",
-              "  (4/3 N^3 flops, half of them memory-bound).",
-              "- Top-k passes read only the upper triangle of K (half the memory traffic of a GEMM with K).",
-              "- Machine: shared by several developers; numbers move by tens of percent between runs.", ""]
+        lines += [
+            "## Matrix-free top-10",
+            "",
+            f"`{large['command']}` ({m['date']}; {m['cores']} cores, load average "
+            f"{m['load_average_at_start']:.1f} at start).  `ntkcore.eigsh(net, x, k={large['k']})`: the Gram "
+            "matrix is evaluated tile by tile on every pass and never stored.  Peak memory is the",
+            "maximum resident set of a child process that only loads numpy/ntkcore, makes x and solves.",
+            "",
+            "| N | time s | peak memory | note |",
+            "|---|---|---|---|",
+            f"| {s['n']} | {s['seconds']:.1f} | {s['peak_bytes'] / 2**20:.0f} MiB | vs LAPACK eigvalsh of the dense "
+            f"Gram ({s['dense_s']:.1f} s): max abs. difference / lambda_max = {s['max_rel_diff']:.1e} |",
+            f"| {b['n']} | {b['seconds']:.1f} ({b['seconds'] / 60:.1f} min) | {b['peak_bytes'] / 2**20:.0f} MiB | "
+            f"lambda_max = {max(b['values']):.10g}, 10th = {min(b['values']):.10g} (a dense Gram would need "
+            f"{b['n'] ** 2 * 8 / 2**30:.0f} GiB) |",
+            "",
+        ]
+    lines += [
+        "## Notes",
+        "",
+        "- lambda_min costs one single-precision Cholesky factorization of K (N^3 / 3 flops at twice",
+        "  the double rate) that locates lambda_min to ~1e-2 in ~20 block solves, then one double",
+        "  factorization of K - sigma I with sigma just below lambda_min and ~15 more block solves",
+        "  (each solve streams the factor once, its panel products split over threads).  The bottom of",
+        "  this NTK's spectrum is a near-continuum (lambda_2 / lambda_1 - 1 ~ 1e-3), so Lanczos on K^-1",
+        "  alone needs ~120 passes for 1e-8.  LAPACK's eigh instead reduces K to tridiagonal form",
+        "  (4/3 N^3 flops, half of them memory-bound).",
+        "- Top-k passes read only the upper triangle of K (half the memory traffic of a GEMM with K).",
+        "- Machine: shared by several developers; numbers move by tens of percent between runs.",
+        "",
+    ]
     MD.write_text("\n".join(lines))
 
 

@@ -80,6 +80,7 @@ RESULT_TAG = "BENCH_RESULT_JSON:"
 # child side
 # --------------------------------------------------------------------------------------
 
+
 def _rss_now_kb():
     with open("/proc/self/status") as f:
         for line in f:
@@ -102,8 +103,9 @@ def _cpu_s():
 
 
 def _child_nt(cfg, x, x_tiny):
-    import numpy as np
     import jax
+    import numpy as np
+
     jax.config.update("jax_enable_x64", True)
     from neural_tangents import stax
 
@@ -134,11 +136,10 @@ def _child_nt(cfg, x, x_tiny):
 
 
 def _child_ntkcore(cfg, x, x_tiny):
-    import numpy as np
     import ntkcore
+    import numpy as np
 
-    net = ntkcore.FullyConnected(cfg["depth"], activation=cfg["activation"],
-                                 W_std=cfg["W_std"], b_std=cfg["b_std"])
+    net = ntkcore.FullyConnected(cfg["depth"], activation=cfg["activation"], W_std=cfg["W_std"], b_std=cfg["b_std"])
 
     def compute(inp):
         k = net.kernels(inp, dtype=np.float64, n_threads=cfg["threads"])
@@ -153,6 +154,7 @@ def child_main(cfg):
     out = {"ok": False}
     try:
         import numpy as np
+
         x = np.random.default_rng(cfg["seed"]).standard_normal((cfg["N"], D_IN))
         x_tiny = np.random.default_rng(cfg["seed"] + 1).standard_normal((8, D_IN))
         lib = cfg["lib"]
@@ -175,9 +177,16 @@ def child_main(cfg):
             times.append(time.perf_counter() - t0)
             cpus.append(_cpu_s() - c0)
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        out.update(ok=True, times=times, cpu=cpus, rss_before_kb=rss_before,
-                   peak_kb=peak_kb, threads_seen=_n_threads_now(),
-                   dtype=str(nngp.dtype), shape=list(nngp.shape))
+        out.update(
+            ok=True,
+            times=times,
+            cpu=cpus,
+            rss_before_kb=rss_before,
+            peak_kb=peak_kb,
+            threads_seen=_n_threads_now(),
+            dtype=str(nngp.dtype),
+            shape=list(nngp.shape),
+        )
         if cfg.get("save"):
             np.save(cfg["save"] + "_nngp.npy", np.array(nngp[:ROWS_SAVED], dtype=np.float64))
             np.save(cfg["save"] + "_ntk.npy", np.array(ntk[:ROWS_SAVED], dtype=np.float64))
@@ -194,6 +203,7 @@ def child_main(cfg):
 # parent side
 # --------------------------------------------------------------------------------------
 
+
 def _proc_rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -208,11 +218,15 @@ def _proc_rss_kb(pid):
 def child_env(threads):
     env = dict(os.environ)
     t = str(threads)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for k in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ):
         env[k] = t
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=1").strip()
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"  # neural-tangents imports tensorflow
@@ -225,11 +239,16 @@ def run_child(python, cfg, timeout, max_rss_kb, threads):
     cmd = [python, os.path.abspath(__file__), "--child", json.dumps(cfg)]
     t0 = time.time()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=child_env(threads), start_new_session=True, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(threads),
+            start_new_session=True,
+            text=True,
+        )
     except OSError as e:
-        return {"ok": False, "error": f"cannot start {python}: {e.strerror}",
-                "import_error": True}
+        return {"ok": False, "error": f"cannot start {python}: {e.strerror}", "import_error": True}
     killed = None
     max_seen = 0
     # poll, so that runaway memory is stopped before it takes the machine down
@@ -252,7 +271,7 @@ def run_child(python, cfg, timeout, max_rss_kb, threads):
         return {"ok": False, "error": killed}
     for line in stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     rc = proc.returncode
     if rc is not None and rc < 0:
         why = signal.Signals(-rc).name
@@ -276,8 +295,7 @@ def _fmt_time(r):
 def _fmt_mem(r):
     if not r.get("ok"):
         return "-"
-    return (f"{r['peak_kb'] / 2**20:.2f} GiB "
-            f"(+{(r['peak_kb'] - r['rss_before_kb']) / 2**20:.2f})")
+    return f"{r['peak_kb'] / 2**20:.2f} GiB (+{(r['peak_kb'] - r['rss_before_kb']) / 2**20:.2f})"
 
 
 def _ratio(a, b, key):
@@ -295,6 +313,7 @@ def _ratio(a, b, key):
 
 def _rel_diff(prefix_a, prefix_b):
     import numpy as np
+
     worst = []
     for name in ("nngp", "ntk"):
         fa, fb = f"{prefix_a}_{name}.npy", f"{prefix_b}_{name}.npy"
@@ -312,8 +331,8 @@ def _rel_diff(prefix_a, prefix_b):
 
 def _reference(act, depth, w, b, seed):
     """The reference kernels of the first REFERENCE_ROWS points (see the docstring)."""
-    import numpy as np
     import ntkcore
+    import numpy as np
     from ntkcore import reference
 
     x = np.random.default_rng(seed).standard_normal((REFERENCE_ROWS, D_IN))
@@ -323,6 +342,7 @@ def _reference(act, depth, w, b, seed):
 
 def _reference_error(prefix, ref):
     import numpy as np
+
     worst = []
     for name in ("nngp", "ntk"):
         path = f"{prefix}_{name}.npy"
@@ -340,13 +360,15 @@ def parent_main(args):
     tmp = tempfile.mkdtemp(prefix="ntbench_")
     pythons = {"nt": args.nt_python, "ntkcore": args.ntkcore_python}
     if "nt" in libs and not os.path.exists(args.nt_python):
-        print(f"# neural-tangents python not found: {args.nt_python} (see docstring)",
-              file=sys.stderr)
+        print(f"# neural-tangents python not found: {args.nt_python} (see docstring)", file=sys.stderr)
     skip = {}
     rows = []
-    print(f"# threads={args.threads} repeats={args.repeats} seed={args.seed} "
-          f"nt_mode={args.nt_mode} warmup_full={args.warmup_full} d={D_IN} float64; times are min over repeats; "
-          f"RSS = peak (+ increase over RSS before the computation)", flush=True)
+    print(
+        f"# threads={args.threads} repeats={args.repeats} seed={args.seed} "
+        f"nt_mode={args.nt_mode} warmup_full={args.warmup_full} d={D_IN} float64; times are min over repeats; "
+        f"RSS = peak (+ increase over RSS before the computation)",
+        flush=True,
+    )
     try:
         for act in args.activations:
             w, b = PARAMS[act]
@@ -361,16 +383,25 @@ def parent_main(args):
                         if lib in skip:
                             res[lib] = {"ok": False, "error": skip[lib]}
                             continue
-                        cfg = dict(lib=lib, activation=act, N=n, depth=depth, W_std=w,
-                                   b_std=b, seed=args.seed, repeats=args.repeats,
-                                   threads=args.threads, nt_mode=args.nt_mode, nt_deg=args.nt_deg,
-                                   warmup_full=args.warmup_full,
-                                   save=os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"))
+                        cfg = dict(
+                            lib=lib,
+                            activation=act,
+                            N=n,
+                            depth=depth,
+                            W_std=w,
+                            b_std=b,
+                            seed=args.seed,
+                            repeats=args.repeats,
+                            threads=args.threads,
+                            nt_mode=args.nt_mode,
+                            nt_deg=args.nt_deg,
+                            warmup_full=args.warmup_full,
+                            save=os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"),
+                        )
                         # Let the kernel finish releasing the previous child's memory
                         # (gigabytes at large N) before timing the next one.
                         time.sleep(args.settle)
-                        r = run_child(pythons[lib], cfg, args.timeout,
-                                      int(args.max_rss_gb * 2**20), args.threads)
+                        r = run_child(pythons[lib], cfg, args.timeout, int(args.max_rss_gb * 2**20), args.threads)
                         if r.get("import_error"):
                             skip[lib] = r["error"]
                             print(f"# skipping {lib}: {r['error']}", flush=True)
@@ -379,23 +410,45 @@ def parent_main(args):
                             print(f"# {label} {lib}: {json.dumps(r)}", flush=True)
                     diff = "-"
                     if res["nt"].get("ok") and res["ntkcore"].get("ok"):
-                        diff = _rel_diff(os.path.join(tmp, f"ntkcore_{act}_{n}_{depth}"),
-                                         os.path.join(tmp, f"nt_{act}_{n}_{depth}"))
+                        diff = _rel_diff(
+                            os.path.join(tmp, f"ntkcore_{act}_{n}_{depth}"), os.path.join(tmp, f"nt_{act}_{n}_{depth}")
+                        )
                     ref = _reference(act, depth, w, b, args.seed)
-                    errors = [_reference_error(os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"), ref)
-                              for lib in ("nt", "ntkcore")]
-                    rows.append([label, _fmt_time(res["nt"]), _fmt_time(res["ntkcore"]),
-                                 _ratio(res["nt"], res["ntkcore"], "time"),
-                                 _fmt_mem(res["nt"]), _fmt_mem(res["ntkcore"]),
-                                 _ratio(res["nt"], res["ntkcore"], "mem"), diff, *errors])
-                    print(f"# done {label}: NT {rows[-1][1]}, {rows[-1][4]}; "
-                          f"ntkcore {rows[-1][2]}, {rows[-1][5]}", flush=True)
+                    errors = [
+                        _reference_error(os.path.join(tmp, f"{lib}_{act}_{n}_{depth}"), ref)
+                        for lib in ("nt", "ntkcore")
+                    ]
+                    rows.append(
+                        [
+                            label,
+                            _fmt_time(res["nt"]),
+                            _fmt_time(res["ntkcore"]),
+                            _ratio(res["nt"], res["ntkcore"], "time"),
+                            _fmt_mem(res["nt"]),
+                            _fmt_mem(res["ntkcore"]),
+                            _ratio(res["nt"], res["ntkcore"], "mem"),
+                            diff,
+                            *errors,
+                        ]
+                    )
+                    print(
+                        f"# done {label}: NT {rows[-1][1]}, {rows[-1][4]}; ntkcore {rows[-1][2]}, {rows[-1][5]}",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    header = ["config", "NT time", "ntkcore time", "speed (NT/ntkcore)", "NT peak RSS",
-              "ntkcore peak RSS", "memory (NT/ntkcore) (+: of increments)",
-              "rel diff off-diag (nngp / ntk)", "NT error vs reference (nngp / ntk)",
-              "ntkcore error vs reference"]
+    header = [
+        "config",
+        "NT time",
+        "ntkcore time",
+        "speed (NT/ntkcore)",
+        "NT peak RSS",
+        "ntkcore peak RSS",
+        "memory (NT/ntkcore) (+: of increments)",
+        "rel diff off-diag (nngp / ntk)",
+        "NT error vs reference (nngp / ntk)",
+        "ntkcore error vs reference",
+    ]
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -416,34 +469,45 @@ def main():
             pass
         sys.exit(child_main(cfg))
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 8000])
     p.add_argument("--depths", type=int, nargs="+", default=[3, 10])
-    p.add_argument("--activations", nargs="+", default=["relu", "erf"],
-                   choices=sorted(PARAMS))
-    p.add_argument("--libs", nargs="+", default=["nt", "ntkcore"],
-                   choices=["nt", "ntkcore"])
-    p.add_argument("--repeats", type=int, default=1,
-                   help="timed calls per child (min is reported)")
+    p.add_argument("--activations", nargs="+", default=["relu", "erf"], choices=sorted(PARAMS))
+    p.add_argument("--libs", nargs="+", default=["nt", "ntkcore"], choices=["nt", "ntkcore"])
+    p.add_argument("--repeats", type=int, default=1, help="timed calls per child (min is reported)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
-    p.add_argument("--max-rss-gb", type=float, default=20.0,
-                   help="kill a child whose resident memory exceeds this (GiB)")
+    p.add_argument(
+        "--max-rss-gb", type=float, default=20.0, help="kill a child whose resident memory exceeds this (GiB)"
+    )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--settle", type=float, default=5.0,
-                   help="seconds to wait before each child (the machine settles after a large run)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to wait before each child (the machine settles after a large run)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nt-deg", type=int, default=25,
-                   help="neural-tangents' Gauss-Hermite degree for tanh (ElementwiseNumerical)")
+    p.add_argument(
+        "--nt-deg", type=int, default=25, help="neural-tangents' Gauss-Hermite degree for tanh (ElementwiseNumerical)"
+    )
     p.add_argument("--nt-python", default="/work/ntbench-venv/bin/python")
     p.add_argument("--ntkcore-python", default=sys.executable)
-    p.add_argument("--nt-mode", choices=["eager", "jit"], default="eager",
-                   help="call neural-tangents' kernel_fn as is (eager, as documented "
-                        "in its README) or wrapped in jax.jit(static_argnames='get')")
-    p.add_argument("--warmup-full", action="store_true",
-                   help="warm up on the real input instead of a tiny one (excludes "
-                        "neural-tangents' per-shape XLA compilation from the timing; "
-                        "doubles the run time)")
+    p.add_argument(
+        "--nt-mode",
+        choices=["eager", "jit"],
+        default="eager",
+        help="call neural-tangents' kernel_fn as is (eager, as documented "
+        "in its README) or wrapped in jax.jit(static_argnames='get')",
+    )
+    p.add_argument(
+        "--warmup-full",
+        action="store_true",
+        help="warm up on the real input instead of a tiny one (excludes "
+        "neural-tangents' per-shape XLA compilation from the timing; "
+        "doubles the run time)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sys.exit(parent_main(p.parse_args()))
 

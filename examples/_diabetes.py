@@ -1,8 +1,7 @@
 """Shared setup of the diabetes examples: data, architecture and learning rate."""
 
-import numpy as np
-
 import ntkcore
+import numpy as np
 
 N_TRAIN = 64
 ARCH = ntkcore.FullyConnected(depth=2, activation="relu", W_std=2**0.5, b_std=0.0)

@@ -21,10 +21,8 @@ Writes loss_bound_diabetes.png and loss_bound_diabetes.txt beside this script.
 from pathlib import Path
 
 import numpy as np
-
+from _diabetes import ARCH, learning_rate, load
 from ntkcore import finite
-
-from _diabetes import ARCH, load, learning_rate
 
 WIDTHS = [10, 100, 1000]
 STEPS = 400
@@ -74,7 +72,7 @@ def main():
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(WIDTHS), figsize=(4.2 * len(WIDTHS), 3.8), sharey=True)
-    for ax, (width, lmin, _, loss, fixed, bound) in zip(axes, results):
+    for ax, (width, _lmin, _, loss, fixed, bound) in zip(axes, results):
         ax.plot(t, loss, label=r"gradient descent $\|r_t\|^2$")
         ax.plot(t, fixed, "--", label=r"fixed kernel $\Theta_0$")
         ax.plot(t, bound, "k:", label=r"$e^{-2\eta\lambda_{min}t}\|r_0\|^2$")

@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
+from _diabetes import ARCH, learning_rate, load
 from ntkcore import finite
-
-from _diabetes import ARCH, load, learning_rate
 
 WIDTHS = [10, 30, 100, 300, 1000, 2000]
 SEEDS = [0, 1, 2]
@@ -70,8 +68,13 @@ def main():
     for width in WIDTHS:
         steps, change = curves[width]
         ax1.plot(steps[1:], change[1:], marker=".", label=f"width {width}")
-    ax1.set(xscale="log", yscale="log", xlabel="gradient-descent step t",
-            ylabel=r"$\|\Theta_t-\Theta_0\|_F^2 / \|\Theta_0\|_F^2$", title="NTK change during training")
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="gradient-descent step t",
+        ylabel=r"$\|\Theta_t-\Theta_0\|_F^2 / \|\Theta_0\|_F^2$",
+        title="NTK change during training",
+    )
     ax1.legend(fontsize=8)
     w = np.array([r[0] for r in rows], dtype=float)
     m = np.array([r[1] for r in rows])

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 
@@ -25,9 +24,7 @@ def configs() -> dict:
 
 def network(name: str) -> ntkcore.FullyConnected:
     cfg = configs()[name]
-    return ntkcore.FullyConnected(
-        cfg["depth"], cfg["act"], W_std=cfg["W_std"], b_std=cfg["b_std"] or 0.0
-    )
+    return ntkcore.FullyConnected(cfg["depth"], cfg["act"], W_std=cfg["W_std"], b_std=cfg["b_std"] or 0.0)
 
 
 def inputs() -> dict:

@@ -93,7 +93,7 @@ def mp_kernels(net, x1, x2=None, dps=50):
         w2 = [mpf(w) ** 2 for w in net.W_std]
         b2 = [mpf(b) ** 2 for b in net.b_std]
         # n_in of each dense layer in the standard parameterization, None in the NTK one
-        fan_in = None if net.parameterization == "ntk" else [x1.shape[1]] + list(net.widths)
+        fan_in = None if net.parameterization == "ntk" else [x1.shape[1], *list(net.widths)]
         p1 = [[mpf(float(v)) for v in row] for row in x1]
         p2 = p1 if symmetric else [[mpf(float(v)) for v in row] for row in x2]
 

@@ -1,9 +1,8 @@
 """The public API: values, conversions, and a clear exception for every kind of bad input."""
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 from ntkcore import activations as act
 
 
@@ -279,8 +278,9 @@ def test_integer_inputs_are_converted_exactly(x, dtype):
     assert got.ntk.dtype == np.float64
     np.testing.assert_array_equal(got.ntk, want.ntk)
     np.testing.assert_array_equal(NET.diagonal(counts).nngp, NET.diagonal(counts.astype(float)).nngp)
-    np.testing.assert_array_equal(NET.kernels(counts, dtype=np.float32).nngp,
-                                  NET.kernels(counts.astype(np.float32)).nngp)
+    np.testing.assert_array_equal(
+        NET.kernels(counts, dtype=np.float32).nngp, NET.kernels(counts.astype(np.float32)).nngp
+    )
 
 
 def test_integers_beyond_the_significand_are_refused():

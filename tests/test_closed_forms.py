@@ -11,17 +11,15 @@ n >= 2, whose variances grow like ``q**n`` per layer, is covered here at moderat
 import functools
 import math
 
+import ntkcore
 import numpy as np
 import pytest
-from mpmath import mp, mpf
-from numpy.polynomial.hermite_e import hermegauss
-
-import ntkcore
-from ntkcore import activations as act
-from ntkcore import finite, reference
-
 from cases import ACTIVATIONS
 from mp_reference import mp_dual, mp_kernels
+from mpmath import mp, mpf
+from ntkcore import activations as act
+from ntkcore import finite, reference
+from numpy.polynomial.hermite_e import hermegauss
 from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
 
 SMOOTH = [act.Sin(), act.Sin(1.3, 0.7, 0.4), act.Cos(0.8, 1.2, 0.1), act.Gelu()]
@@ -50,7 +48,7 @@ def phi_and_derivative(activation):
     return (lambda x: a * np.sin(b * x + c0)), (lambda x: a * b * np.cos(b * x + c0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hermite_rule(degree):
     x, w = hermegauss(degree)
     return x, w / math.sqrt(2 * math.pi)
@@ -76,7 +74,7 @@ SIGMAS = [
 ]
 
 
-@pytest.mark.parametrize("sigma", SIGMAS, ids=lambda s: "q1=%g,q2=%g,c=%g" % s)
+@pytest.mark.parametrize("sigma", SIGMAS, ids=lambda s: "q1={:g},q2={:g},c={:g}".format(*s))
 @pytest.mark.parametrize("activation", SMOOTH, ids=repr)
 def test_smooth_duals_match_quadrature(activation, sigma):
     """reference.dual and mp_dual against degree-200 quadrature, relative to the natural
@@ -86,9 +84,7 @@ def test_smooth_duals_match_quadrature(activation, sigma):
     T_quad = hermite_expectation(phi, phi, q1, q2, c)
     Tdot_quad = hermite_expectation(dphi, dphi, q1, q2, c)
     T_scale = math.sqrt(hermite_expectation(phi, phi, q1, q1, q1) * hermite_expectation(phi, phi, q2, q2, q2))
-    Tdot_scale = math.sqrt(
-        hermite_expectation(dphi, dphi, q1, q1, q1) * hermite_expectation(dphi, dphi, q2, q2, q2)
-    )
+    Tdot_scale = math.sqrt(hermite_expectation(dphi, dphi, q1, q1, q1) * hermite_expectation(dphi, dphi, q2, q2, q2))
     T, Tdot = reference.dual(activation, q1, q2, c)
     with mp.workdps(30):
         mT, mTdot = mp_dual(activation.family, activation.core_params, mpf(q1), mpf(q2), mpf(c))
@@ -101,8 +97,11 @@ def test_smooth_duals_match_quadrature(activation, sigma):
     assert abs(Tdot_diag - hermite_expectation(dphi, dphi, q1, q1, q1)) <= 1e-13 * Tdot_scale
 
 
-@pytest.mark.parametrize("sigma", [(1.0, 1.0, 0.3), (0.7, 2.3, -0.9), (1.0, 4.0, 1.9), (2.0, 0.5, -0.99)],
-                         ids=lambda s: "q1=%g,q2=%g,c=%g" % s)
+@pytest.mark.parametrize(
+    "sigma",
+    [(1.0, 1.0, 0.3), (0.7, 2.3, -0.9), (1.0, 4.0, 1.9), (2.0, 0.5, -0.99)],
+    ids=lambda s: "q1={:g},q2={:g},c={:g}".format(*s),
+)
 @pytest.mark.parametrize("activation", SMOOTH + MONOMIALS[1:], ids=repr)
 def test_tdot_is_the_derivative_of_t(activation, sigma):
     """Price's theorem: Tdot = dT/dc (for relu^n: n^2 times the order n - 1 kernel)."""
@@ -148,10 +147,19 @@ def near_collinear_points(dim=6, seed=5):
     turn = rng.standard_normal(dim)
     turn -= turn @ base[0] / (base[0] @ base[0]) * base[0]
     turn *= 1.4e-4 * np.linalg.norm(base[0]) / np.linalg.norm(turn)  # 1 - rho ~ 1e-8
-    return np.vstack([
-        base[0], base[0] + turn, -(base[0] + 0.5 * turn), 3.0 * base[0], base[0] * (1 + 1e-15),
-        base[1], base[1], -0.25 * base[1], base[2],
-    ])
+    return np.vstack(
+        [
+            base[0],
+            base[0] + turn,
+            -(base[0] + 0.5 * turn),
+            3.0 * base[0],
+            base[0] * (1 + 1e-15),
+            base[1],
+            base[1],
+            -0.25 * base[1],
+            base[2],
+        ]
+    )
 
 
 def collinear_tolerance(activation):

@@ -1,11 +1,10 @@
 """Out-of-range parameters are refused at construction, naming the parameter (issue 9, item 7)."""
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 from ntkcore import activations
-from ntkcore.activations import Activation, Cos, Erf, LeakyRelu, ABRelu, Sin
+from ntkcore.activations import ABRelu, Activation, Cos, Erf, LeakyRelu, Sin
 
 
 @pytest.mark.parametrize("name", ["W_std", "b_std"])

@@ -2,15 +2,13 @@
 (1e-12) and the 50-digit mpmath recursion on every pair, collinear ones and very deep
 networks included (SPEC sec. 3a)."""
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
-from ntkcore import activations as act
-from ntkcore import reference
-
 from cases import ACTIVATIONS
 from mp_reference import mp_kernels
+from ntkcore import activations as act
+from ntkcore import reference
 
 
 def awkward_points(n=14, dim=6, seed=0):
@@ -69,7 +67,8 @@ def test_core_is_exact_on_collinear_pairs(activation):
         for name, err in errors_against_50_digits(net, x1, x2):
             if activation in (act.Sign(), act.RectifiedMonomial(0)) and x2 is None:
                 # sign's T = 1 - 2 theta / pi (and the step's (pi - theta) / (2 pi)) has infinite
-                # slope at theta = 0 and every layer takes a square root of the angle: the pair that differs by 1e-9 (angle 4e-10)
+                # slope at theta = 0 and every layer takes a square root of the angle: the pair that
+                # differs by 1e-9 (angle 4e-10)
                 # inherits the ~1e-16 rounding of the input angle amplified to ~1e-10.  The core
                 # is backward stable there, not forward exact; all other pairs are exact.
                 assert err[10, 11] <= 1e-9
@@ -94,8 +93,16 @@ def test_collinear_pairs_where_the_plain_formula_fails():
 
 @pytest.mark.parametrize(
     "activation, W_std, b_std",
-    [("relu", 1.0, 0.0), ("relu", 1.9, 0.0), ("relu", 2**0.5, 0.1), ("abs", 1.0, 0.0), ("erf", 1.0, 0.1), ("erf", 1.5, 0.1), ("sigmoid_like", 3.0, 0.0),
-     ("leaky_relu", 1.2, 0.0)],
+    [
+        ("relu", 1.0, 0.0),
+        ("relu", 1.9, 0.0),
+        ("relu", 2**0.5, 0.1),
+        ("abs", 1.0, 0.0),
+        ("erf", 1.0, 0.1),
+        ("erf", 1.5, 0.1),
+        ("sigmoid_like", 3.0, 0.0),
+        ("leaky_relu", 1.2, 0.0),
+    ],
 )
 def test_depth_1000_against_50_digits(activation, W_std, b_std):
     x = awkward_points(n=6, dim=4, seed=3)

@@ -1,13 +1,10 @@
 """Training dynamics (SPEC sec. 5): gradient flow, infinite ensembles, loss curve and bound."""
 
-import math
-
+import ntkcore
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import ntkcore
 
 NET = ntkcore.FullyConnected(3, "relu", W_std=2**0.5, b_std=0.1)
 
@@ -34,7 +31,7 @@ def expm(a):
 
 @pytest.mark.parametrize("lr, t", [(1.0, 0.0), (1.0, 0.05), (0.3, 2.0), (2.0, 40.0)])
 def test_gradient_flow_equals_matrix_exponential(problem, lr, t):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     theta, theta_td = kdd.ntk, ktd.ntk
     rng = np.random.default_rng(4)
     f0, f0t = rng.standard_normal(y.shape), rng.standard_normal((7, 3))
@@ -47,7 +44,7 @@ def test_gradient_flow_equals_matrix_exponential(problem, lr, t):
 
 
 def test_gradient_flow_infinite_time_is_kernel_regression(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     out = ntkcore.GradientFlow(kdd.ntk, y).predict(np.inf, ktd.ntk)
     assert np.allclose(out.train, y)
     assert np.allclose(out.test, ktd.ntk @ np.linalg.solve(kdd.ntk, y), rtol=1e-9, atol=1e-10)
@@ -57,7 +54,7 @@ def test_gradient_flow_infinite_time_is_kernel_regression(problem):
 
 
 def test_gradient_flow_time_arrays_and_vector_shapes(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     flow = ntkcore.GradientFlow(kdd.ntk, y)
     t = np.array([[0.0, 0.5, np.inf], [1.0, 2.0, 3.0]])
     out = flow.predict(t, ktd.ntk)
@@ -73,19 +70,22 @@ def test_gradient_flow_time_arrays_and_vector_shapes(problem):
 
 
 def test_normalize_by_size_rescales_time(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     a = ntkcore.GradientFlow(kdd.ntk, y, normalize_by_size=True).predict(6.0, ktd.ntk)
     b = ntkcore.GradientFlow(kdd.ntk, y).predict(6.0 / y.size, ktd.ntk)
     assert np.allclose(a.train, b.train) and np.allclose(a.test, b.test)
 
 
 def test_diag_reg_relative_and_absolute(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     theta = kdd.ntk
     mean_diag = np.trace(theta) / len(theta)
     rel = ntkcore.GradientFlow(theta, y, diag_reg=0.1).predict(np.inf, ktd.ntk).test
-    ab = ntkcore.GradientFlow(theta, y, diag_reg=0.1 * mean_diag, diag_reg_absolute_scale=True).predict(
-        np.inf, ktd.ntk).test
+    ab = (
+        ntkcore.GradientFlow(theta, y, diag_reg=0.1 * mean_diag, diag_reg_absolute_scale=True)
+        .predict(np.inf, ktd.ntk)
+        .test
+    )
     direct = ktd.ntk @ np.linalg.solve(theta + 0.1 * mean_diag * np.eye(len(theta)), y)
     assert np.allclose(rel, direct) and np.allclose(ab, direct)
 
@@ -139,7 +139,7 @@ def test_ensemble_covariance_formulas_at_finite_time(problem):
 
 
 def test_ensemble_on_training_points(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    x, _xt, y, kdd, _ktd, _ = problem
     g = ntkcore.ensemble_predict(NET, x, y, None, [0.0, 1.0, np.inf])
     assert g.mean.shape == (3, 40, 3) and g.covariance.shape == (3, 40, 40)
     assert np.allclose(g.mean[0], 0) and np.allclose(g.covariance[0], kdd.nngp)
@@ -167,16 +167,25 @@ def test_ensemble_matches_neural_tangents():
             for get in ("ntk", "nngp"):
                 ref = predict(t=t, x_test=xt, get=get, compute_cov=True)
                 ours = ntkcore.ensemble_predict(
-                    NET, x, y, xt, np.inf if t is None else t, kernel=get, learning_rate=0.5,
-                    diag_reg=diag_reg, normalize_by_size=True)
+                    NET,
+                    x,
+                    y,
+                    xt,
+                    np.inf if t is None else t,
+                    kernel=get,
+                    learning_rate=0.5,
+                    diag_reg=diag_reg,
+                    normalize_by_size=True,
+                )
                 assert ours.mean.shape == np.shape(ref.mean) and ours.covariance.shape == np.shape(ref.covariance)
                 assert np.allclose(ours.mean, np.asarray(ref.mean), rtol=1e-7, atol=1e-9), (t, get)
                 assert np.allclose(ours.covariance, np.asarray(ref.covariance), rtol=1e-7, atol=1e-9), (t, get)
         fn = nt.predict.gradient_descent_mse(kernel_fn(x, None, "ntk"), y, learning_rate=0.5, diag_reg=diag_reg)
         f0, f0t = np.full(y.shape, 0.3), np.full((6, 2), -0.2)
         ref_train, ref_test = fn(t=3.0, fx_train_0=f0, fx_test_0=f0t, k_test_train=kernel_fn(xt, x, "ntk"))
-        ours = ntkcore.GradientFlow(NET.ntk(x), y, learning_rate=0.5, diag_reg=diag_reg,
-                                    normalize_by_size=True).predict(3.0, NET.ntk(xt, x), f0, f0t)
+        ours = ntkcore.GradientFlow(
+            NET.ntk(x), y, learning_rate=0.5, diag_reg=diag_reg, normalize_by_size=True
+        ).predict(3.0, NET.ntk(xt, x), f0, f0t)
         assert ours.train.shape == np.shape(ref_train) and ours.test.shape == np.shape(ref_test)
         assert np.allclose(ours.train, np.asarray(ref_train), rtol=1e-7, atol=1e-9)
         assert np.allclose(ours.test, np.asarray(ref_test), rtol=1e-7, atol=1e-9)
@@ -186,7 +195,7 @@ def test_ensemble_matches_neural_tangents():
 
 
 def test_loss_curve_equals_predicted_residual(problem):
-    x, xt, y, kdd, _, _ = problem
+    _x, _xt, y, kdd, _, _ = problem
     r0 = -y
     t = np.array([0.0, 0.1, 1.0, 10.0])
     train = ntkcore.GradientFlow(kdd.ntk, y, learning_rate=0.5).predict(t).train
@@ -210,8 +219,8 @@ def test_loss_curve_never_above_the_bounds(seed, t, lr):
 
 
 def test_loss_bound_is_tight_along_the_bottom_eigenvector(problem):
-    x, xt, y, kdd, _, _ = problem
-    values, vectors = np.linalg.eigh(kdd.ntk)
+    _x, _xt, _y, kdd, _, _ = problem
+    _values, vectors = np.linalg.eigh(kdd.ntk)
     r0 = vectors[:, 0]
     t = [0.5, 5.0]
     assert np.allclose(ntkcore.loss_curve(kdd.ntk, r0, t), ntkcore.loss_bound(kdd.ntk, r0, t), rtol=1e-7)
@@ -219,7 +228,7 @@ def test_loss_bound_is_tight_along_the_bottom_eigenvector(problem):
 
 
 def test_max_learning_rate_separates_convergence_from_divergence(problem):
-    x, xt, y, kdd, _, _ = problem
+    x, _xt, y, kdd, _, _ = problem
     theta = kdd.ntk
     lr = ntkcore.max_learning_rate(theta)
     assert lr == pytest.approx(2 / np.linalg.eigvalsh(theta)[-1], rel=1e-10)
@@ -239,7 +248,7 @@ def test_max_learning_rate_separates_convergence_from_divergence(problem):
 
 
 def test_gradient_flow_bad_arguments(problem):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     k = kdd.ntk
     with pytest.raises(ValueError, match="k_train_train"):
         ntkcore.GradientFlow(k[:, :5], y)
@@ -316,7 +325,7 @@ def indefinite(theta):
 
 @pytest.mark.parametrize("make", [lambda k: -k, indefinite, lambda k: -1e-40 * k, lambda k: 1e40 * indefinite(k)])
 def test_kernels_that_are_not_psd_are_named(problem, make):
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     bad = make(kdd.ntk)
     r0 = np.ones(len(y))
     with pytest.raises(ValueError, match="k_train_train must be positive semidefinite"):
@@ -348,7 +357,7 @@ def test_zero_kernel_learning_rate():
 @pytest.mark.parametrize("c", [1e-40, 1e40, 2.0**-600, 1e200])
 def test_dynamics_are_scale_invariant(problem, c):
     # Scaling the kernel by c and the learning rate by 1 / c changes nothing.
-    x, xt, y, kdd, ktd, _ = problem
+    _x, _xt, y, kdd, ktd, _ = problem
     theta, theta_td = kdd.ntk, ktd.ntk
     r0 = np.random.default_rng(9).standard_normal(y.shape)
     t = [0.0, 0.3, 4.0, np.inf]

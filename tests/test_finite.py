@@ -6,10 +6,9 @@ point and output, one column per parameter), itself checked against central diff
 
 import math
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 from ntkcore import activations as act
 from ntkcore import finite
 
@@ -157,7 +156,7 @@ def test_symmetric_ntk_is_exactly_symmetric_and_equals_cross(net):
 
 def test_against_torch_func():
     torch = pytest.importorskip("torch")
-    from torch.func import functional_call, jacrev
+    from torch.func import jacrev
 
     torch.set_default_dtype(torch.float64)
     widths, w_std, b_std = [4, 16, 8, 3], 1.4, 0.3
@@ -185,8 +184,7 @@ def test_against_torch_func():
     j1 = jacrev(f)(params, t1)
     j2 = jacrev(f)(params, t2)
     full = sum(
-        torch.einsum("iaP,jbP->iajb", j1[name].reshape(6, 3, -1), j2[name].reshape(5, 3, -1))
-        for name in params
+        torch.einsum("iaP,jbP->iajb", j1[name].reshape(6, 3, -1), j2[name].reshape(5, 3, -1)) for name in params
     ).numpy()
     np.testing.assert_allclose(net.ntk(x1, x2, output="full").reshape(6, 3, 5, 3), full, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(net.apply(x1), f(params, t1).numpy(), rtol=1e-12, atol=1e-14)
@@ -201,9 +199,16 @@ def _rel(a, b):
 
 @pytest.mark.parametrize(
     "activation, w_std, b_std",
-    [("relu", 2**0.5, 0.1), (act.Erf(a=1.0, b=1.2), 1.5, 0.3), ("abs", 1.0, 0.2),
-     (act.Sin(1.2, 1.1, 0.3), 1.3, 0.2), (act.Cos(), 1.2, 0.1), ("gelu", 1.5, 0.1),
-     (act.RectifiedMonomial(0), 1.0, 0.3), ("tanh", 1.5, 0.1)],
+    [
+        ("relu", 2**0.5, 0.1),
+        (act.Erf(a=1.0, b=1.2), 1.5, 0.3),
+        ("abs", 1.0, 0.2),
+        (act.Sin(1.2, 1.1, 0.3), 1.3, 0.2),
+        (act.Cos(), 1.2, 0.1),
+        ("gelu", 1.5, 0.1),
+        (act.RectifiedMonomial(0), 1.0, 0.3),
+        ("tanh", 1.5, 0.1),
+    ],
 )
 def test_monte_carlo_converges_like_one_over_sqrt_width_times_samples(activation, w_std, b_std):
     arch = ntkcore.FullyConnected(2, activation, W_std=w_std, b_std=b_std)
@@ -212,9 +217,7 @@ def test_monte_carlo_converges_like_one_over_sqrt_width_times_samples(activation
     n_samples = 20
     errors = {}
     for width in (32, 512):
-        mc = finite.monte_carlo_kernels(
-            arch, x, width=width, n_samples=n_samples, seed=width, nngp_estimator="hidden"
-        )
+        mc = finite.monte_carlo_kernels(arch, x, width=width, n_samples=n_samples, seed=width, nngp_estimator="hidden")
         errors[width] = (_rel(mc.ntk, exact.ntk), _rel(mc.nngp, exact.nngp))
         # Fluctuations ~ C / sqrt(width * n_samples) with C ~ 1..3 measured: margin 3x.
         bound = 8.0 / math.sqrt(width * n_samples)
@@ -326,7 +329,9 @@ def test_results_do_not_depend_on_thread_count():
         one = net.ntk(*args, n_threads=1)
         two = net.ntk(*args, n_threads=2)
         np.testing.assert_array_equal(one, two)
-        np.testing.assert_array_equal(net.ntk(*args, output="full", n_threads=1), net.ntk(*args, output="full", n_threads=2))
+        np.testing.assert_array_equal(
+            net.ntk(*args, output="full", n_threads=1), net.ntk(*args, output="full", n_threads=2)
+        )
     np.testing.assert_array_equal(net.apply(x, n_threads=1), net.apply(x, n_threads=2))
     mc1 = finite.monte_carlo_kernels(net, x[:20], n_samples=2, n_threads=1)
     mc2 = finite.monte_carlo_kernels(net, x[:20], n_samples=2, n_threads=2)
@@ -476,10 +481,12 @@ _TOP = {np.float32: 3e38, np.float64: 1.7e308}  # near the largest finite value
     "widths, activation, w_std, at_top, layer",
     # float32 overflows at layer 1 whenever W_std / sqrt(d) does.
     # W_std = 1.3e154 is the largest scale whose square (the kernels' factor) is finite.
-    [([4, 8, 8, 1], "relu", 1.3e154, False, "[123] of 3"),  # float64: ~1e308 at layer 2, 1e462 at 3
-     ([4, 8, 1], "relu", 1.0, True, "1 of 2"),  # inputs near the top of the range
-     ([4, 8, 8, 2], "erf", 1.0, True, "1 of 3"),  # a bounded activation
-     ([4, 8, 1], act.RectifiedMonomial(2), 1.3e154, False, "[12] of 2")],  # float64: phi overflows
+    [
+        ([4, 8, 8, 1], "relu", 1.3e154, False, "[123] of 3"),  # float64: ~1e308 at layer 2, 1e462 at 3
+        ([4, 8, 1], "relu", 1.0, True, "1 of 2"),  # inputs near the top of the range
+        ([4, 8, 8, 2], "erf", 1.0, True, "1 of 3"),  # a bounded activation
+        ([4, 8, 1], act.RectifiedMonomial(2), 1.3e154, False, "[12] of 2"),
+    ],  # float64: phi overflows
 )
 def test_forward_beyond_the_float_range_raises(dtype, widths, activation, w_std, at_top, layer):
     net = finite.MLP(widths, activation, W_std=w_std, seed=1)
@@ -488,8 +495,13 @@ def test_forward_beyond_the_float_range_raises(dtype, widths, activation, w_std,
         x *= _TOP[dtype] / np.abs(x).max()
     x, y = x.astype(dtype), np.zeros((3, widths[-1]), dtype)
     match = f"overflows {np.dtype(dtype).name} in the pre-activations of dense layer "
-    for call in (lambda: net.apply(x), lambda: net.ntk(x), lambda: net.ntk(x, x[:1]),
-                 lambda: net.loss_and_gradient(x, y), lambda: net.train(x, y, 0.1, 2)):
+    for call in (
+        lambda: net.apply(x),
+        lambda: net.ntk(x),
+        lambda: net.ntk(x, x[:1]),
+        lambda: net.loss_and_gradient(x, y),
+        lambda: net.train(x, y, 0.1, 2),
+    ):
         with pytest.raises(OverflowError, match=match + layer):
             call()
     with pytest.raises(OverflowError, match=match):  # other networks, maybe another layer
@@ -503,7 +515,7 @@ def test_ntk_and_gradient_beyond_the_float_range_raise(dtype, w_std):
     net = finite.MLP([4, 8, 8, 1], "relu", W_std=w_std, seed=2)
     x = _points(25, 5, 4).astype(dtype)
     assert np.isfinite(net.apply(x)).all()
-    with pytest.raises(OverflowError, match="in the empirical NTK .*max W_std = 1e"):
+    with pytest.raises(OverflowError, match=r"in the empirical NTK .*max W_std = 1e"):
         net.ntk(x)
     with pytest.raises(OverflowError, match="in the empirical NTK"):
         finite.monte_carlo_kernels(net, x, n_samples=1)

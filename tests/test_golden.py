@@ -1,10 +1,9 @@
 """The compiled core against values it did not produce: 50-digit evaluations of the
 recursion and neural-tangents' float64 kernels (../shared/golden)."""
 
+import golden
 import numpy as np
 import pytest
-
-import golden
 
 CLOSED_FORM = ["relu_L1", "relu_L3", "erf_L3"]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ntkcore import FullyConnected, reference
 from ntkcore import layers as L
 from ntkcore.activations import Erf
@@ -61,8 +60,11 @@ def test_golden_cnn(name):
     values = np.load(DATA / f"{name}.npz")
     net = _from_index(cfg["layers"])
     for s in cfg["sets"]:
-        got = reference.layer_kernels(net, inputs["R"][:6], inputs["R"][4:]) if s == "X" else (
-            reference.layer_kernels(net, inputs[s]))
+        got = (
+            reference.layer_kernels(net, inputs["R"][:6], inputs["R"][4:])
+            if s == "X"
+            else (reference.layer_kernels(net, inputs[s]))
+        )
         for kind in ("nngp", "ntk"):
             assert _natural_error(getattr(got, kind), values[f"ref_{kind}_{s}"]) < 1e-13, (s, kind)
             # neural-tangents loses ~1e-9 on exactly collinear pixel pairs (index.json)
@@ -80,7 +82,9 @@ def test_dense_list_equals_the_fully_connected_recursion(act):
         np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-14, atol=0)
 
 
-@pytest.mark.parametrize("conv", [L.Conv((1, 1), W_std=1.3, b_std=0.2), L.Conv((3, 3), padding="CIRCULAR", W_std=1.3, b_std=0.2)])
+@pytest.mark.parametrize(
+    "conv", [L.Conv((1, 1), W_std=1.3, b_std=0.2), L.Conv((3, 3), padding="CIRCULAR", W_std=1.3, b_std=0.2)]
+)
 @pytest.mark.parametrize("readout", [L.GlobalAvgPool(), L.Flatten()])
 def test_one_position_conv_network_equals_the_fully_connected_network(conv, readout):
     """P = 1: every tap of a 1 x 1 or circular filter reads the one position."""
@@ -131,9 +135,12 @@ def _conv_matrix_form(S, filt, strides, padding, shape1, shape2):
 
 def _pool_matrix_form(S, window, strides, padding, shape1, shape2):
     """M S M'^T: independent window offsets on the two inputs."""
+
     def M(shape):
-        return _kron_all([sum(_selection(n, w, s, padding, t) for t in range(w)) / w
-                          for n, w, s in zip(shape, window, strides)])
+        return _kron_all(
+            [sum(_selection(n, w, s, padding, t) for t in range(w)) / w for n, w, s in zip(shape, window, strides)]
+        )
+
     return M(shape1) @ S @ M(shape2).T
 
 
@@ -154,7 +161,7 @@ CASES = [
 def test_conv_and_pool_indexing_match_explicit_matrices(window, strides, padding, shape1, shape2):
     P1, P2 = int(np.prod(shape1)), int(np.prod(shape2))
     S = RNG.standard_normal((P1, P2))
-    tensor = S.reshape((1, 1) + shape1 + shape2)
+    tensor = S.reshape((1, 1, *shape1, *shape2))
     k = len(shape1)
     conv = reference._conv_average(tensor, L.Conv(window, strides=strides, padding=padding), k)
     want = _conv_matrix_form(S, window, strides, padding, shape1, shape2)
@@ -168,11 +175,15 @@ def test_conv_and_pool_indexing_match_explicit_matrices(window, strides, padding
 
 
 MYRTLE = [
-    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5, b_std=0.1), "relu",
-    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5, b_std=0.1), "relu",
+    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5, b_std=0.1),
+    "relu",
+    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5, b_std=0.1),
+    "relu",
     L.AvgPool((2, 2), padding="CIRCULAR"),
-    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5), Erf(),
-    L.GlobalAvgPool(), L.Dense(2**0.5, 0.1),
+    L.Conv((3, 3), padding="CIRCULAR", W_std=2**0.5),
+    Erf(),
+    L.GlobalAvgPool(),
+    L.Dense(2**0.5, 0.1),
 ]
 
 
@@ -243,7 +254,9 @@ def test_bad_layers(make, error, match):
 
 def test_layers_are_immutable_comparable_values():
     a = L.Conv([3, 3], padding="same", W_std=2)
-    assert a == L.Conv((3, 3), strides=(1, 1), padding="SAME", W_std=2.0) and hash(a) == hash(L.Conv((3, 3), padding="SAME", W_std=2))
+    assert a == L.Conv((3, 3), strides=(1, 1), padding="SAME", W_std=2.0) and hash(a) == hash(
+        L.Conv((3, 3), padding="SAME", W_std=2)
+    )
     assert eval(repr(a), vars(L)) == a
     with pytest.raises(AttributeError):
         a.W_std = 1.0
@@ -273,8 +286,10 @@ def test_bad_networks_and_inputs_name_the_layer(layers, x1, x2, match):
         reference.layer_kernels(layers, x1, x2)
 
 
-@pytest.mark.parametrize("bad, error", [(IMAGES.astype(complex), TypeError), (np.full((2, 3, 3, 1), np.nan), ValueError),
-                                        (IMAGES > 0, TypeError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [(IMAGES.astype(complex), TypeError), (np.full((2, 3, 3, 1), np.nan), ValueError), (IMAGES > 0, TypeError)],
+)
 def test_bad_input_arrays(bad, error):
     with pytest.raises(error, match="x1"):
         reference.layer_kernels([L.GlobalAvgPool()], bad)

@@ -8,8 +8,12 @@ from ntkcore.__main__ import main
 def test_main_job_prints_accuracies_for_both_kernels_and_the_cntk(capsys):
     assert main(["--n-train", "120", "--cnn-subset", "30"]) == 0
     out = capsys.readouterr().out
-    for line in ("NNGP kernel regression test accuracy", "NTK kernel regression test accuracy",
-                 "fully-connected: NNGP accuracy", "CNN-GAP: NNGP accuracy"):
+    for line in (
+        "NNGP kernel regression test accuracy",
+        "NTK kernel regression test accuracy",
+        "fully-connected: NNGP accuracy",
+        "CNN-GAP: NNGP accuracy",
+    ):
         assert line in out
     accuracies = [float(v) for v in re.findall(r"accuracy:? (0\.\d+|1\.0+)", out)]
     assert len(accuracies) == 6 and all(0.5 < a <= 1.0 for a in accuracies)  # ten classes: chance is 0.1

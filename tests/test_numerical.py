@@ -5,21 +5,20 @@ import math
 import warnings
 from pathlib import Path
 
+import golden
+import ntkcore
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from mpmath import mp
-
-import ntkcore
 from ntkcore import reference
 from ntkcore._native import core
 from ntkcore.activations import AccuracyError, AccuracyWarning, Numerical
-
-import golden
 from test_properties import assert_gram_properties
 
 DATA = Path(__file__).resolve().parent / "data" / "numerical_reference.json"
+
 
 def natural_error(got, want):
     """max |got - want| / sqrt(K(x, x) K(x', x')) over a symmetric Gram."""
@@ -65,8 +64,12 @@ def test_erf_by_quadrature_refuses_what_it_cannot_certify():
 
 @pytest.mark.parametrize(
     "name, closed",
-    [("erf", ntkcore.activations.Erf()), ("gelu", ntkcore.activations.Gelu()),
-     ("sin", ntkcore.activations.Sin()), ("cos", ntkcore.activations.Cos())],
+    [
+        ("erf", ntkcore.activations.Erf()),
+        ("gelu", ntkcore.activations.Gelu()),
+        ("sin", ntkcore.activations.Sin()),
+        ("cos", ntkcore.activations.Cos()),
+    ],
 )
 def test_fixed_degree_converges_to_the_closed_form(name, closed):
     x = np.random.default_rng(3).standard_normal((12, 16))
@@ -112,7 +115,7 @@ def test_per_point_maps_against_mpmath():
         for i, row in enumerate(x):
             with mp.workdps(30):
                 q = mp.mpf(2.25) * mp.fsum(mp.mpf(float(v)) ** 2 for v in row) / 3 + mp.mpf("0.01")
-                e = lambda f: mp.quad(lambda z: f(mp.sqrt(q) * z) ** 2 * mp.npdf(z), [-mp.inf, 0, mp.inf])  # noqa: E731
+                e = lambda f, q=q: mp.quad(lambda z: f(mp.sqrt(q) * z) ** 2 * mp.npdf(z), [-mp.inf, 0, mp.inf])  # noqa: E731
                 k = 2.25 * e(phi) + mp.mpf("0.01")
                 t = k + 2.25 * e(dphi) * q
             assert diag.nngp[i] == pytest.approx(float(k), rel=1e-14)
@@ -299,8 +302,14 @@ def test_finite_networks_need_a_builtin():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "activation, w_std, vanishes",
-    [("erf", 0.5, True), ("gelu", 1.0, True), ("tanh", 0.5, True), ("sin", 0.5, True),
-     ("softplus", 0.2, False), (ntkcore.activations.Cos(), 0.3, False)],
+    [
+        ("erf", 0.5, True),
+        ("gelu", 1.0, True),
+        ("tanh", 0.5, True),
+        ("sin", 0.5, True),
+        ("softplus", 0.2, False),
+        (ntkcore.activations.Cos(), 0.3, False),
+    ],
 )
 def test_vanishing_variances_stay_finite(activation, w_std, vanishes, dtype):
     # Each layer shrinks the variance of the input's signal ~4x or more.  With phi(0) = 0
@@ -319,10 +328,14 @@ def test_vanishing_variances_stay_finite(activation, w_std, vanishes, dtype):
 
 @pytest.mark.parametrize(
     "activation, w_std, depth, dtype",
-    [("relu", 3.0, 1000, np.float64), ("erf", 3.0, 1000, np.float64), ("gelu", 3.0, 1000, np.float64),
-     (Numerical("softplus", deg=64), 3.0, 1000, np.float64),
-     (ntkcore.activations.RectifiedMonomial(2), 2.0, 40, np.float64),
-     (Numerical("tanh", deg=64), 3.0, 1000, np.float32)],
+    [
+        ("relu", 3.0, 1000, np.float64),
+        ("erf", 3.0, 1000, np.float64),
+        ("gelu", 3.0, 1000, np.float64),
+        (Numerical("softplus", deg=64), 3.0, 1000, np.float64),
+        (ntkcore.activations.RectifiedMonomial(2), 2.0, 40, np.float64),
+        (Numerical("tanh", deg=64), 3.0, 1000, np.float32),
+    ],
 )
 @pytest.mark.filterwarnings("ignore::ntkcore.activations.AccuracyWarning")
 def test_kernels_beyond_the_float_range_raise(activation, w_std, depth, dtype):

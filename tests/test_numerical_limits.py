@@ -12,11 +12,10 @@ import time
 import warnings
 from pathlib import Path
 
+import ntkcore
 import numpy as np
 import pytest
 from mpmath import mp, mpf
-
-import ntkcore
 from ntkcore.activations import AccuracyError, AccuracyWarning, Numerical
 
 REF = json.loads((Path(__file__).resolve().parent / "data" / "numerical_limits_reference.json").read_text())
@@ -67,7 +66,7 @@ def anti_collinear(chain, depth, w_std):
 
 
 def accurate_or_refused(activation, w_std, depth, b_std, x, want):
-    """"accurate" if net.kernels(x)[0, 0] matches `want` (and row 1, if any, is -x), else "refused"."""
+    """ "accurate" if net.kernels(x)[0, 0] matches `want` (and row 1, if any, is -x), else "refused"."""
     net = ntkcore.FullyConnected(depth, activation, W_std=w_std, b_std=b_std)
     try:
         got = net.kernels(x)

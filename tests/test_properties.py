@@ -1,16 +1,12 @@
 """Properties every kernel must have, on random inputs (hypothesis) and every activation."""
 
+import ntkcore
 import numpy as np
 import pytest
+from cases import ACTIVATIONS
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-import ntkcore
-from ntkcore import activations as act
 from ntkcore import _native
-
-from cases import ACTIVATIONS
-
 
 
 def scale_of(k):

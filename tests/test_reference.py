@@ -18,11 +18,11 @@ import json
 import math
 from pathlib import Path
 
+import ntkcore  # noqa: F401  (the installed package)
 import numpy as np
 import pytest
+from mp_reference import mp_kernels
 from mpmath import mp, mpf
-
-import ntkcore  # noqa: F401  (the installed package)
 from ntkcore import reference
 from ntkcore.activations import (
     ABRelu,
@@ -34,13 +34,11 @@ from ntkcore.activations import (
     LeakyRelu,
     RectifiedMonomial,
     Relu,
-    Sign,
     SigmoidLike,
+    Sign,
     Sin,
 )
 from ntkcore.network import FullyConnected
-
-from mp_reference import mp_kernels
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 CONFIGS = ["relu_L1", "relu_L3", "erf_L3"]
@@ -305,7 +303,7 @@ def normal_pairs():
     return rng.standard_normal(N_SAMPLES), rng.standard_normal(N_SAMPLES)
 
 
-@pytest.mark.parametrize("sigma", SIGMAS, ids=lambda s: "q1=%g,q2=%g,c=%g" % s)
+@pytest.mark.parametrize("sigma", SIGMAS, ids=lambda s: "q1={:g},q2={:g},c={:g}".format(*s))
 @pytest.mark.parametrize("name", list(PHI))
 def test_dual_vs_monte_carlo(normal_pairs, name, sigma):
     """T and Tdot vs sample means over 2e6 Gaussian pairs, within 6 standard errors."""
@@ -346,9 +344,11 @@ def _erf_dual_quad(a, b, c0, q1, q2, c, derivative):
         return float(mp.quad(integrand, [-mp.inf, -3, 0, 3, mp.inf]))
 
 
-@pytest.mark.parametrize("sigma", [(1.0, 1.0, 0.3), (1.0, 4.0, 1.998), (1.0, 4.0, 2.0),
-                                   (50.0, 0.5, -4.9), (0.01, 3.0, 0.1)],
-                         ids=lambda s: "q1=%g,q2=%g,c=%g" % s)
+@pytest.mark.parametrize(
+    "sigma",
+    [(1.0, 1.0, 0.3), (1.0, 4.0, 1.998), (1.0, 4.0, 2.0), (50.0, 0.5, -4.9), (0.01, 3.0, 0.1)],
+    ids=lambda s: "q1={:g},q2={:g},c={:g}".format(*s),
+)
 @pytest.mark.parametrize("act", [Erf(), Erf(1.3, 0.7, 0.2), SigmoidLike()], ids=repr)
 def test_erf_dual_vs_quadrature(act, sigma):
     a, b, c0 = act.core_params
@@ -421,7 +421,11 @@ def test_reference_is_reachable_from_the_package():
     [
         (lambda: reference.kernels("relu", np.ones((3, 2))), TypeError, "net must be an ntkcore.FullyConnected"),
         (lambda: reference.kernels(FullyConnected(1), np.ones(3)), ValueError, "x1 must be 2-D"),
-        (lambda: reference.kernels(FullyConnected(1), np.ones((3, 2)), np.ones((2, 3))), ValueError, "x2 has 3 features"),
+        (
+            lambda: reference.kernels(FullyConnected(1), np.ones((3, 2)), np.ones((2, 3))),
+            ValueError,
+            "x2 has 3 features",
+        ),
         (lambda: reference.kernels(FullyConnected(1), np.full((3, 2), np.nan)), ValueError, "x1 must be finite"),
         (lambda: reference.kernels(FullyConnected(1), np.ones((3, 2), dtype=complex)), TypeError, "complex"),
         (lambda: reference.diagonal(FullyConnected(1), np.ones((0, 2))), ValueError, "at least one row"),

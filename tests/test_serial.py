@@ -12,14 +12,12 @@ import json
 import pickle
 from pathlib import Path
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 from ntkcore import layers as L
 from ntkcore import reference
 from ntkcore.activations import Erf, Gelu, LeakyRelu, Numerical, Sin
-
 from test_layers import _from_index, _natural_error
 
 DATA = Path(__file__).resolve().parent / "data" / "golden_cnn"
@@ -39,17 +37,33 @@ def test_golden_cnn(name):
 
 ARCHITECTURES = {
     "strided-erf-pool": [
-        L.Conv((3, 3), strides=(2, 1), padding="SAME", W_std=1.3, b_std=0.2), Erf(a=1.2, b=0.8),
-        L.AvgPool((2, 2), padding="CIRCULAR"), L.Conv((2, 2), W_std=1.1, b_std=0.3), Gelu(),
-        L.GlobalAvgPool(), L.Dense(1.2, 0.1), "relu", L.Dense(1.0, 0.2),
+        L.Conv((3, 3), strides=(2, 1), padding="SAME", W_std=1.3, b_std=0.2),
+        Erf(a=1.2, b=0.8),
+        L.AvgPool((2, 2), padding="CIRCULAR"),
+        L.Conv((2, 2), W_std=1.1, b_std=0.3),
+        Gelu(),
+        L.GlobalAvgPool(),
+        L.Dense(1.2, 0.1),
+        "relu",
+        L.Dense(1.0, 0.2),
     ],
     "circular-flatten": [
-        L.Conv((3, 3), padding="CIRCULAR", W_std=1.3, b_std=0.2), "abs", L.Dense(1.1, 0.3),
-        L.Conv((3, 3), padding="SAME"), Sin(b=0.7, c=0.3), L.Flatten(), L.Dense(1.2, 0.1),
+        L.Conv((3, 3), padding="CIRCULAR", W_std=1.3, b_std=0.2),
+        "abs",
+        L.Dense(1.1, 0.3),
+        L.Conv((3, 3), padding="SAME"),
+        Sin(b=0.7, c=0.3),
+        L.Flatten(),
+        L.Dense(1.2, 0.1),
     ],
     "valid-pool-stride": [
-        L.Conv((2, 3), W_std=1.5), LeakyRelu(0.1), L.AvgPool((2, 2), strides=(2, 2), padding="SAME"),
-        L.Conv((1, 1), W_std=1.2, b_std=0.5), "relu", L.GlobalAvgPool(), L.Dense(),
+        L.Conv((2, 3), W_std=1.5),
+        LeakyRelu(0.1),
+        L.AvgPool((2, 2), strides=(2, 2), padding="SAME"),
+        L.Conv((1, 1), W_std=1.2, b_std=0.5),
+        "relu",
+        L.GlobalAvgPool(),
+        L.Dense(),
     ],
 }
 
@@ -70,8 +84,15 @@ def test_against_the_reference(name):
 
 
 def test_sequences_against_the_reference():
-    layers = [L.Conv((3,), padding="SAME", W_std=1.4, b_std=0.1), "relu", L.AvgPool((2,), strides=(2,)),
-              L.Conv((2,), padding="CIRCULAR", W_std=1.2), Erf(), L.GlobalAvgPool(), L.Dense(1.1, 0.2)]
+    layers = [
+        L.Conv((3,), padding="SAME", W_std=1.4, b_std=0.1),
+        "relu",
+        L.AvgPool((2,), strides=(2,)),
+        L.Conv((2,), padding="CIRCULAR", W_std=1.2),
+        Erf(),
+        L.GlobalAvgPool(),
+        L.Dense(1.1, 0.2),
+    ]
     x1, x2 = RNG.standard_normal((4, 9, 3)), RNG.standard_normal((3, 7, 3))
     got, want = ntkcore.serial(*layers).kernels(x1, x2), reference.layer_kernels(layers, x1, x2)
     assert _natural_error(got.ntk, want.ntk) <= 1e-12 and _natural_error(got.nngp, want.nngp) <= 1e-12
@@ -98,8 +119,14 @@ def test_one_position_conv_network_equals_the_fully_connected_network():
 
 
 GAP_RELU = ntkcore.serial(
-    L.Conv((3, 3), padding="SAME", W_std=2**0.5), "relu", L.Conv((3, 3), padding="SAME", W_std=2**0.5), "relu",
-    L.Conv((3, 3), padding="SAME", W_std=2**0.5), "relu", L.GlobalAvgPool(), L.Dense(W_std=2**0.5),
+    L.Conv((3, 3), padding="SAME", W_std=2**0.5),
+    "relu",
+    L.Conv((3, 3), padding="SAME", W_std=2**0.5),
+    "relu",
+    L.Conv((3, 3), padding="SAME", W_std=2**0.5),
+    "relu",
+    L.GlobalAvgPool(),
+    L.Dense(W_std=2**0.5),
 )
 
 
@@ -134,8 +161,15 @@ def test_symmetric_psd_thread_invariant_and_blocks():
 
 
 def test_global_pool_invariance_to_circular_shifts():
-    net = ntkcore.serial(L.Conv((3, 3), padding="CIRCULAR", W_std=1.4, b_std=0.1), "relu", L.AvgPool((2, 2), padding="CIRCULAR"),
-                         L.Conv((3, 3), padding="CIRCULAR", W_std=1.4), Erf(), L.GlobalAvgPool(), L.Dense())
+    net = ntkcore.serial(
+        L.Conv((3, 3), padding="CIRCULAR", W_std=1.4, b_std=0.1),
+        "relu",
+        L.AvgPool((2, 2), padding="CIRCULAR"),
+        L.Conv((3, 3), padding="CIRCULAR", W_std=1.4),
+        Erf(),
+        L.GlobalAvgPool(),
+        L.Dense(),
+    )
     x = RNG.standard_normal((4, 6, 5, 2))
     a, b = net.kernels(x), net.kernels(x, np.roll(x, (1, 3), axis=(1, 2)))
     np.testing.assert_allclose(b.ntk, a.ntk, rtol=1e-13)
@@ -186,7 +220,7 @@ def test_bad_networks_and_inputs(layers, x1, x2, error, match):
 
 
 def test_bad_layer_entries():
-    with pytest.raises(TypeError, match="layer 1: expected an ntkcore.layers value"):
+    with pytest.raises(TypeError, match=r"layer 1: expected an ntkcore\.layers value"):
         ntkcore.serial(L.Dense(), 3.0)
     with pytest.raises(ValueError, match="unknown activation"):
         ntkcore.serial(L.Dense(), "banana")

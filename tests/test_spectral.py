@@ -1,14 +1,12 @@
 """Extreme eigen solvers (SPEC sec. 5): against LAPACK, dense vs matrix-free, hard spectra, bad input."""
 
 import math
-import warnings
 
+import ntkcore
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import ntkcore
 
 NET = ntkcore.FullyConnected(3, "relu", W_std=2**0.5, b_std=0.1)
 
@@ -68,8 +66,9 @@ def test_matrix_free_thread_counts_and_tiles_agree(points):
     two = ntkcore.eigsh(NET, points, k=5, n_threads=2, return_eigenvectors=False)
     assert np.array_equal(one, two)  # bitwise: the sums do not depend on the threads
     x = sphere(300, seed=9)  # not a multiple of the tile edge
-    assert np.allclose(ntkcore.eigsh(NET, x, k=2, return_eigenvectors=False),
-                       np.linalg.eigvalsh(NET.ntk(x))[-2:], rtol=1e-11)
+    assert np.allclose(
+        ntkcore.eigsh(NET, x, k=2, return_eigenvectors=False), np.linalg.eigvalsh(NET.ntk(x))[-2:], rtol=1e-11
+    )
 
 
 def test_float32(grams, points):
@@ -179,12 +178,14 @@ def test_symmetry_and_finiteness_are_checked_everywhere():
 
 def test_tiny_matrices():
     assert ntkcore.lambda_min(np.array([[2.5]])) == pytest.approx(2.5)
-    values, vectors = ntkcore.eigsh(np.array([[2.0, 1.0], [1.0, 2.0]]), k=2)
+    values, _vectors = ntkcore.eigsh(np.array([[2.0, 1.0], [1.0, 2.0]]), k=2)
     assert np.allclose(values, [1.0, 3.0])
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 70), k=st.integers(1, 8), seed=st.integers(0, 1000), which=st.sampled_from(["largest", "smallest"]))
+@given(
+    n=st.integers(1, 70), k=st.integers(1, 8), seed=st.integers(0, 1000), which=st.sampled_from(["largest", "smallest"])
+)
 def test_random_psd_matrices(n, k, seed, which):
     k = min(k, n)
     rng = np.random.default_rng(seed)

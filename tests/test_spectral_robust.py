@@ -4,10 +4,9 @@ bitwise reproducibility, overflow."""
 import math
 import warnings
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 
 NET = ntkcore.FullyConnected(3, "relu", W_std=2**0.5, b_std=0.1)
 EPS = np.finfo(np.float64).eps

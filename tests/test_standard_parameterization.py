@@ -8,15 +8,13 @@ numpy Monte Carlo of the empirical NTK of a wide standard-parameterization netwo
 
 import math
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
-from ntkcore import activations as act
-from ntkcore import finite, reference
-
 from cases import ACTIVATIONS
 from mp_reference import mp_kernels
+from ntkcore import activations as act
+from ntkcore import finite, reference
 from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
 
 W_STD = [1.1, 1.6, 0.9, 1.4]

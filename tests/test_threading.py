@@ -4,10 +4,9 @@ import _thread
 import threading
 import time
 
+import ntkcore
 import numpy as np
 import pytest
-
-import ntkcore
 
 BIG = np.random.default_rng(0).standard_normal((6000, 16))
 SLOW = ntkcore.FullyConnected(300, "relu", W_std=1.4, b_std=0.1)  # tens of seconds

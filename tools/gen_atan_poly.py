@@ -5,6 +5,7 @@ on [0, tan(pi/8)**2] (nearest singularity z = -1).  g is interpolated at Chebysh
 50-digit arithmetic, converted to monomials in z, and the relative error of the resulting atan
 is measured on a dense grid, again in 50 digits.  Run: python tools/gen_atan_poly.py
 """
+
 import mpmath as mp
 
 mp.mp.dps = 50
@@ -22,7 +23,7 @@ def monomial_fit(degree):
     n = degree + 1
     nodes = [ZMAX / 2 * (1 + mp.cos(mp.pi * (k + mp.mpf(1) / 2) / n)) for k in range(n)]
     # Solve the interpolation conditions in the monomial basis at high precision.
-    A = mp.matrix([[zk ** j for j in range(n)] for zk in nodes])
+    A = mp.matrix([[zk**j for j in range(n)] for zk in nodes])
     b = mp.matrix([g(zk) for zk in nodes])
     return list(mp.lu_solve(A, b))
 

@@ -76,9 +76,13 @@ def main():
     jobs += [(name, w, 0.0) for name in ODD for w in W_STDS]
     with multiprocessing.Pool(2) as pool:
         results = dict(pool.map(_job, jobs))
-    ref = {"b_std": B_STD, "input_variance": 1.0, "W_std": W_STDS,
-           "activations": {name: {str(w): results[name, w] for w in W_STDS} for name in FUNCTIONS},
-           "odd_without_bias": {name: {str(w): results[name, w, 0.0] for w in W_STDS} for name in ODD}}
+    ref = {
+        "b_std": B_STD,
+        "input_variance": 1.0,
+        "W_std": W_STDS,
+        "activations": {name: {str(w): results[name, w] for w in W_STDS} for name in FUNCTIONS},
+        "odd_without_bias": {name: {str(w): results[name, w, 0.0] for w in W_STDS} for name in ODD},
+    }
     path = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "numerical_limits_reference.json"
     path.write_text(json.dumps(ref, indent=1) + "\n")
 

@@ -81,8 +81,8 @@ def kernels(name, x, pairs):
         theta = q
         qs = [q]
         for _ in range(DEPTH):
-            t = gauss(lambda z: phi(mp.sqrt(q) * z) ** 2)
-            td = gauss(lambda z: dphi(mp.sqrt(q) * z) ** 2)
+            t = gauss(lambda z, q=q: phi(mp.sqrt(q) * z) ** 2)
+            td = gauss(lambda z, q=q: dphi(mp.sqrt(q) * z) ** 2)
             q = w2 * t + b2
             theta = q + w2 * td * theta
             qs.append(q)
@@ -120,7 +120,10 @@ def main():
     pairs = [(0, 1), (0, 2), (0, 3)]
     result = {
         "description": __doc__.split("\n\n")[0],
-        "depth": DEPTH, "W_std": W_STD, "b_std": B_STD, "dps": mp.dps,
+        "depth": DEPTH,
+        "W_std": W_STD,
+        "b_std": B_STD,
+        "dps": mp.dps,
         "x": x.tolist(),
         "activations": {name: kernels(name, x, pairs) for name in FUNCTIONS},
     }

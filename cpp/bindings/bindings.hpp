@@ -49,7 +49,6 @@ inline Array<T> new_matrix(std::size_t rows, std::size_t cols) {
     return Array<T>({rows, cols}, {cols * sizeof(T), sizeof(T)}, raw, owner);
 }
 
-
 // Runs `work` without the GIL; a Ctrl-C that ended it (ntkcore::Interrupted, after
 // python_interrupt_pending said so) comes back as the pending KeyboardInterrupt.
 template <class Work>

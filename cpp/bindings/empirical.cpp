@@ -26,8 +26,7 @@ ntkcore::MLP<T> to_mlp(const py::tuple& spec, const std::vector<Array<T>>& weigh
     mlp.activation = to_activation(spec);
     mlp.w_std = spec[2].cast<std::vector<double>>();
     mlp.b_std = spec[3].cast<std::vector<double>>();
-    if (weights.size() != biases.size())
-        throw std::invalid_argument("one bias per weight matrix");
+    if (weights.size() != biases.size()) throw std::invalid_argument("one bias per weight matrix");
     for (std::size_t m = 0; m < weights.size(); ++m) {
         if (weights[m].ndim() != 2 || biases[m].ndim() != 1)
             throw std::invalid_argument("weights must be 2-D and biases 1-D");
@@ -49,8 +48,7 @@ ntkcore::GramOptions options(int n_threads) {
 // The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
 template <class T>
 Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
-                 const std::vector<Array<T>>& biases, const Array<T>& x, int n_threads,
-                 int layer) {
+                 const std::vector<Array<T>>& biases, const Array<T>& x, int n_threads, int layer) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
     const auto a = matrix_view(x, "x");
     if (layer < -1 || layer >= int(mlp.n_layers()))
@@ -67,9 +65,8 @@ Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
 }
 
 template <class T>
-void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights,
-         const std::vector<Array<T>>& biases, const Array<T>& x1,
-         const std::optional<Array<T>>& x2, const std::string& output, Array<T>& theta,
+void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases,
+         const Array<T>& x1, const std::optional<Array<T>>& x2, const std::string& output, Array<T>& theta,
          int n_threads) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
     ntkcore::NtkOutput mode;
@@ -116,9 +113,9 @@ void define(py::module_& m) {
     m.def("empirical_ntk", &ntk<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
           py::arg("x1").noconvert(), py::arg("x2").noconvert().none(true), py::arg("output"),
           py::arg("theta").noconvert(), py::arg("n_threads") = 0);
-    m.def("mlp_loss_gradient", &loss_gradient<T>, py::arg("network"), py::arg("weights"),
-          py::arg("biases"), py::arg("x").noconvert(), py::arg("y").noconvert(),
-          py::arg("grad_w"), py::arg("grad_b"), py::arg("n_threads") = 0);
+    m.def("mlp_loss_gradient", &loss_gradient<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
+          py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
+          py::arg("n_threads") = 0);
 }
 
 }  // namespace

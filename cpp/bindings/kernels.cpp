@@ -32,12 +32,14 @@ ntkcore::NumericalFunction::Batch python_batch(const py::object& callable, const
         std::copy(x, x + n, arg.mutable_data());
         const py::object result = (*fn)(arg);
         const py::array values = py::array::ensure(result);
-        if (!values || (values.dtype().kind() != 'f' && values.dtype().kind() != 'i' && values.dtype().kind() != 'u'))
+        if (!values ||
+            (values.dtype().kind() != 'f' && values.dtype().kind() != 'i' && values.dtype().kind() != 'u'))
             throw py::type_error(name + " must return a real numpy array, got " +
                                  std::string(py::str(py::type::of(result))));
         if (values.ndim() != 1 || std::size_t(values.shape(0)) != n)
-            throw py::value_error(name + " must return an array of the argument's shape (" + std::to_string(n) +
-                                  ",), got shape " + std::string(py::str(py::getattr(values, "shape"))));
+            throw py::value_error(name + " must return an array of the argument's shape (" +
+                                  std::to_string(n) + ",), got shape " +
+                                  std::string(py::str(py::getattr(values, "shape"))));
         const auto converted = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(values);
         std::copy(converted.data(), converted.data() + n, out);
     };
@@ -66,7 +68,8 @@ std::shared_ptr<const ntkcore::NumericalFunction> to_numerical(const py::tuple& 
         fn->phi = python_batch(params[0], "fn");
         if (!params[1].is_none()) fn->dphi = python_batch(params[1], "dfn");
         fn->degree = degree;
-        fn->name = "Numerical(" + std::string(py::str(py::getattr(params[0], "__name__", py::repr(params[0])))) + ")";
+        fn->name = "Numerical(" +
+                   std::string(py::str(py::getattr(params[0], "__name__", py::repr(params[0])))) + ")";
     }
     fn->warn = warn_accuracy;
     return fn;
@@ -132,8 +135,8 @@ bool python_interrupt_pending() {
 namespace {
 
 template <class T>
-py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2,
-               int n_threads, std::size_t tile_rows, std::size_t tile_cols) {
+py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2, int n_threads,
+               std::size_t tile_rows, std::size_t tile_cols) {
     const ntkcore::Network net = to_network(spec);
     const auto a = matrix_view(x1, "x1");
     const std::size_t n1 = std::size_t(x1.shape(0));
@@ -161,8 +164,7 @@ template <class T>
 void diagonal(const py::tuple& spec, const Array<T>& x, Array<T>& nngp, Array<T>& ntk) {
     const ntkcore::Network net = to_network(spec);
     const auto a = matrix_view(x, "x");
-    if (nngp.ndim() != 1 || ntk.ndim() != 1)
-        throw std::invalid_argument("diagonal outputs must be 1-D");
+    if (nngp.ndim() != 1 || ntk.ndim() != 1) throw std::invalid_argument("diagonal outputs must be 1-D");
     Eigen::Map<ntkcore::Vector<T>> k(nngp.mutable_data(), nngp.shape(0));
     Eigen::Map<ntkcore::Vector<T>> t(ntk.mutable_data(), ntk.shape(0));
     without_gil([&] { ntkcore::diagonal<T>(net, a, k, t, python_interrupt_pending); });
@@ -173,10 +175,10 @@ void define(py::module_& m) {
     // noconvert: arrays must already have the right dtype and layout (the Python layer
     // converts once), and outputs are written in place, never into a temporary copy.
     m.def("gram", &gram<T>, py::arg("network"), py::arg("x1").noconvert(),
-          py::arg("x2").noconvert().none(true), py::arg("n_threads") = 0,
-          py::arg("tile_rows") = 64, py::arg("tile_cols") = 64);
-    m.def("diagonal", &diagonal<T>, py::arg("network"), py::arg("x").noconvert(),
-          py::arg("nngp").noconvert(), py::arg("ntk").noconvert());
+          py::arg("x2").noconvert().none(true), py::arg("n_threads") = 0, py::arg("tile_rows") = 64,
+          py::arg("tile_cols") = 64);
+    m.def("diagonal", &diagonal<T>, py::arg("network"), py::arg("x").noconvert(), py::arg("nngp").noconvert(),
+          py::arg("ntk").noconvert());
 }
 
 }  // namespace

@@ -72,7 +72,8 @@ ntkcore::Grid to_grid(const py::tuple& grid) {
 
 template <class T>
 py::tuple layer_gram(const py::list& spec, const Array<T>& x1, const py::tuple& grid1,
-                     const std::optional<Array<T>>& x2, const py::tuple& grid2, std::size_t channels, int n_threads) {
+                     const std::optional<Array<T>>& x2, const py::tuple& grid2, std::size_t channels,
+                     int n_threads) {
     const auto layers = to_layers(spec);
     const ntkcore::Grid g1 = to_grid(grid1), g2 = x2 ? to_grid(grid2) : g1;
     const auto a = matrix_view(x1, "x1");
@@ -118,7 +119,8 @@ py::tuple layer_diagonal(const py::list& spec, const Array<T>& x, const py::tupl
 template <class T>
 void define(py::module_& m) {
     m.def("layer_gram", &layer_gram<T>, py::arg("layers"), py::arg("x1").noconvert(), py::arg("grid1"),
-          py::arg("x2").noconvert().none(true), py::arg("grid2"), py::arg("channels"), py::arg("n_threads") = 0);
+          py::arg("x2").noconvert().none(true), py::arg("grid2"), py::arg("channels"),
+          py::arg("n_threads") = 0);
     m.def("layer_diagonal", &layer_diagonal<T>, py::arg("layers"), py::arg("x").noconvert(), py::arg("grid"),
           py::arg("channels"), py::arg("n_threads") = 0);
 }

@@ -84,12 +84,14 @@ py::tuple eigsh_dense(const Array<T>& a, const Settings& s) {
 }
 
 template <class T>
-py::tuple eigsh_kernel(const py::tuple& spec, const Array<T>& x, const std::string& kernel, const Settings& s) {
+py::tuple eigsh_kernel(const py::tuple& spec, const Array<T>& x, const std::string& kernel,
+                       const Settings& s) {
     const ntkcore::Network net = to_network(spec);
     const auto view = matrix_view(x, "x");
     const ntkcore::Which which = to_which(s.which);
     const ntkcore::KernelKind kind = to_kind(kernel);
-    return run<T>([&] { return ntkcore::kernel_eigenpairs<T>(net, view, kind, s.k, which, s.eigen(), s.op()); });
+    return run<T>(
+        [&] { return ntkcore::kernel_eigenpairs<T>(net, view, kind, s.k, which, s.eigen(), s.op()); });
 }
 
 template <class T>
@@ -111,8 +113,8 @@ void define(py::module_& m) {
         [](const Array<T>& a, std::size_t k, const std::string& which, double tol, std::size_t block_size,
            std::size_t max_basis, std::size_t max_passes, std::uint64_t seed, int n_threads, bool values_only,
            double magnitude) {
-            return eigsh_dense<T>(a, Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, 0,
-                                              values_only, magnitude});
+            return eigsh_dense<T>(a, Settings{k, which, tol, block_size, max_basis, max_passes, seed,
+                                              n_threads, 0, values_only, magnitude});
         },
         py::arg("K").noconvert(), py::arg("k"), py::arg("which"), py::arg("tol") = 0.0,
         py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0, py::arg("seed") = 0,
@@ -123,8 +125,8 @@ void define(py::module_& m) {
            const std::string& which, double tol, std::size_t block_size, std::size_t max_basis,
            std::size_t max_passes, std::uint64_t seed, int n_threads, std::size_t tile) {
             return eigsh_kernel<T>(spec, x, kernel,
-                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads, tile,
-                                            false, 0.0});
+                                   Settings{k, which, tol, block_size, max_basis, max_passes, seed, n_threads,
+                                            tile, false, 0.0});
         },
         py::arg("network"), py::arg("x").noconvert(), py::arg("kernel"), py::arg("k"), py::arg("which"),
         py::arg("tol") = 0.0, py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0,

@@ -7,14 +7,11 @@
 (5, 5)
 """
 
-from . import activations
-from . import layers
+from . import activations, finite, layers, reference
+from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 from .network import FullyConnected, Kernels
 from .serial import Serial, serial
-from . import finite
-from . import reference
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
-from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 
 __version__ = "0.1.0"
 
@@ -23,19 +20,19 @@ __all__ = [
     "GradientFlow",
     "Kernels",
     "Serial",
+    "__version__",
     "activations",
-    "layers",
-    "finite",
-    "reference",
     "condition_number",
     "eigsh",
     "ensemble_predict",
+    "finite",
     "lambda_max",
     "lambda_min",
+    "layers",
     "loss_bound",
     "loss_curve",
     "max_learning_rate",
+    "reference",
     "serial",
     "spectrum",
-    "__version__",
 ]

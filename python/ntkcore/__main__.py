@@ -43,8 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cnn-subset", type=int, default=200,
-                        help="train and test images for the CNTK comparison (0: skip it)")
+    parser.add_argument(
+        "--cnn-subset", type=int, default=200, help="train and test images for the CNTK comparison (0: skip it)"
+    )
     args = parser.parse_args(argv)
 
     images, labels = load_digits()
@@ -55,22 +56,28 @@ def main(argv=None) -> int:
     x_train, x_test = images[train], images[test]
 
     net = FullyConnected(args.depth, args.activation, W_std=args.W_std, b_std=args.b_std)
-    print(f"{net}\ndata: UCI optical digits, {len(train)} train / {len(test)} test, d = 64; "
-          f"dtype {args.dtype}, core variant {isa}")
+    print(
+        f"{net}\ndata: UCI optical digits, {len(train)} train / {len(test)} test, d = 64; "
+        f"dtype {args.dtype}, core variant {isa}"
+    )
     start = time.perf_counter()
     k_train = net.kernels(x_train, dtype=args.dtype, n_threads=args.threads)
     t_train = time.perf_counter() - start
     start = time.perf_counter()
     k_test = net.kernels(x_test, x_train, dtype=args.dtype, n_threads=args.threads)
     t_test = time.perf_counter() - start
-    print(f"train Gram {k_train.ntk.shape}: {t_train:.3f} s; test-train Gram {k_test.ntk.shape}: "
-          f"{t_test:.3f} s (NNGP and NTK together)")
+    print(
+        f"train Gram {k_train.ntk.shape}: {t_train:.3f} s; test-train Gram {k_test.ntk.shape}: "
+        f"{t_test:.3f} s (NNGP and NTK together)"
+    )
 
     for name in ("nngp", "ntk"):
         acc = kernel_regression_accuracy(
             np.asarray(getattr(k_train, name), np.float64),
             np.asarray(getattr(k_test, name), np.float64),
-            labels[train], labels[test], args.diag_reg,
+            labels[train],
+            labels[test],
+            args.diag_reg,
         )
         print(f"{name.upper():>4} kernel regression test accuracy: {acc:.4f}")
 
@@ -78,8 +85,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     lo, hi, cond = lambda_min(theta), lambda_max(theta), condition_number(theta)
     t_spec = time.perf_counter() - start
-    print(f"NTK train Gram: lambda_min = {lo:.6g}, lambda_max = {hi:.6g}, condition number = "
-          f"{cond:.6g} ({t_spec:.3f} s)")
+    print(
+        f"NTK train Gram: lambda_min = {lo:.6g}, lambda_max = {hi:.6g}, condition number = {cond:.6g} ({t_spec:.3f} s)"
+    )
     r0 = -(np.eye(10)[labels[train]] - 0.1)  # f_0 = 0, one-hot targets minus 1/10
     times = np.array([0.0, 1.0 / hi, 100.0 / hi, 1.0 / lo, 5.0 / lo])
     bound = loss_bound(theta, r0, times)
@@ -91,8 +99,14 @@ def main(argv=None) -> int:
     m = min(args.cnn_subset, len(train), len(test))
     if m > 0:
         conv = dict(padding="SAME", W_std=args.W_std, b_std=args.b_std)
-        cnn = serial(layers.Conv((3, 3), **conv), args.activation, layers.Conv((3, 3), **conv), args.activation,
-                     layers.GlobalAvgPool(), layers.Dense(W_std=args.W_std, b_std=args.b_std))
+        cnn = serial(
+            layers.Conv((3, 3), **conv),
+            args.activation,
+            layers.Conv((3, 3), **conv),
+            args.activation,
+            layers.GlobalAvgPool(),
+            layers.Dense(W_std=args.W_std, b_std=args.b_std),
+        )
         print(f"\nCNTK vs fully-connected kernels on the first {m} train and {m} test images of the split:")
         for name, model, shape in (("fully-connected", net, (-1, 64)), ("CNN-GAP", cnn, (-1, 8, 8, 1))):
             a, b = x_train[:m].reshape(shape), x_test[:m].reshape(shape)
@@ -100,8 +114,16 @@ def main(argv=None) -> int:
             kt = model.kernels(a, dtype=args.dtype, n_threads=args.threads)
             ks = model.kernels(b, a, dtype=args.dtype, n_threads=args.threads)
             elapsed = time.perf_counter() - start
-            acc = [kernel_regression_accuracy(np.asarray(getattr(kt, k), np.float64), np.asarray(getattr(ks, k), np.float64),
-                                              labels[train[:m]], labels[test[:m]], args.diag_reg) for k in ("nngp", "ntk")]
+            acc = [
+                kernel_regression_accuracy(
+                    np.asarray(getattr(kt, k), np.float64),
+                    np.asarray(getattr(ks, k), np.float64),
+                    labels[train[:m]],
+                    labels[test[:m]],
+                    args.diag_reg,
+                )
+                for k in ("nngp", "ntk")
+            ]
             print(f"  {name:>15}: NNGP accuracy {acc[0]:.4f}, NTK accuracy {acc[1]:.4f} ({elapsed:.3f} s)")
     return 0
 

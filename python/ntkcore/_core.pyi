@@ -1,5 +1,6 @@
 # Type stubs of the compiled modules ntkcore._core, _core_avx2 and _core_avx512 (same API).
-from typing import Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Callable, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -10,12 +11,12 @@ import numpy.typing as npt
 # (fn: built-in name or callable, dfn: callable or None, degree: int, 0 = automatic) in
 # place of (a, b, c).
 ActivationParams = Union[
-    Tuple[float, float, float],
-    Tuple[Union[str, Callable[[np.ndarray], np.ndarray]], Optional[Callable[[np.ndarray], np.ndarray]], int],
+    tuple[float, float, float],
+    tuple[str | Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray] | None, int],
 ]
 NetworkSpec = Union[
-    Tuple[str, ActivationParams, Sequence[float], Sequence[float]],
-    Tuple[str, ActivationParams, Sequence[float], Sequence[float], Optional[Sequence[float]]],
+    tuple[str, ActivationParams, Sequence[float], Sequence[float]],
+    tuple[str, ActivationParams, Sequence[float], Sequence[float], Sequence[float] | None],
 ]
 
 openmp: bool
@@ -25,12 +26,12 @@ def max_threads() -> int: ...
 def gram(
     network: NetworkSpec,
     x1: npt.NDArray[np.floating],
-    x2: Optional[npt.NDArray[np.floating]],
+    x2: npt.NDArray[np.floating] | None,
     n_threads: int = 0,
     tile_rows: int = 64,
     tile_cols: int = 64,
-) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
-def hermite_rule(degree: int) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+def hermite_rule(degree: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def diagonal(
     network: NetworkSpec,
     x: npt.NDArray[np.floating],

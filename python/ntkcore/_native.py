@@ -18,7 +18,7 @@ _ORDER = ["avx512", "avx2", "baseline"]
 
 def available_isas() -> list:
     """Instruction-set variants that are installed and that this CPU can run."""
-    supported = _ORDER[_ORDER.index(_baseline.best_isa()):]
+    supported = _ORDER[_ORDER.index(_baseline.best_isa()) :]
     found = []
     for isa in supported:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -46,9 +46,7 @@ def as_real_array(x, name: str, dtype: np.dtype, ndims: tuple, shape_text: str) 
     kind = arr.dtype.kind
     if kind not in "fiu":
         what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "string"}.get(kind, str(arr.dtype))
-        raise TypeError(
-            f"{name} must hold real numbers (floating-point or integer), got {what} dtype {arr.dtype}"
-        )
+        raise TypeError(f"{name} must hold real numbers (floating-point or integer), got {what} dtype {arr.dtype}")
     if kind in "iu" and arr.size:
         # Integers (uint8 images, counts) convert exactly while they fit the significand.
         limit = 2 ** (np.finfo(dtype).nmant + 1)
@@ -69,7 +67,7 @@ def as_real_array(x, name: str, dtype: np.dtype, ndims: tuple, shape_text: str) 
     return arr
 
 
-def as_points(x, name: str, dtype: np.dtype, features: Optional[int] = None) -> np.ndarray:
+def as_points(x, name: str, dtype: np.dtype, features: int | None = None) -> np.ndarray:
     """``x`` as a C-contiguous (N, d) array of ``dtype`` (see :func:`as_real_array`); a feature
     dimension other than ``features`` is a ValueError."""
     arr = as_real_array(x, name, dtype, (2,), "2-D of shape (N, d)")

@@ -29,25 +29,25 @@ import difflib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, Optional, Tuple, Type, Union
+from typing import Callable, ClassVar
 
 __all__ = [
+    "ABRelu",
+    "Abs",
     "AccuracyError",
     "AccuracyWarning",
     "Activation",
-    "ABRelu",
-    "Relu",
-    "LeakyRelu",
-    "Abs",
-    "Identity",
-    "Sign",
-    "Erf",
-    "SigmoidLike",
-    "Sin",
     "Cos",
+    "Erf",
     "Gelu",
-    "RectifiedMonomial",
+    "Identity",
+    "LeakyRelu",
     "Numerical",
+    "RectifiedMonomial",
+    "Relu",
+    "SigmoidLike",
+    "Sign",
+    "Sin",
     "get",
 ]
 
@@ -105,7 +105,7 @@ class Activation:
     family: ClassVar[str]
 
     @property
-    def core_params(self) -> Tuple[float, float, float]:
+    def core_params(self) -> tuple[float, float, float]:
         """Three parameters of the family, in the order the core expects."""
         raise NotImplementedError
 
@@ -361,9 +361,9 @@ class Numerical(Activation):
     the matrix-free eigen solvers.
     """
 
-    fn: Union[str, Callable] = "tanh"
-    dfn: Optional[Callable] = None
-    deg: Optional[int] = None
+    fn: str | Callable = "tanh"
+    dfn: Callable | None = None
+    deg: int | None = None
     family: ClassVar[str] = "numerical"
 
     def __post_init__(self):
@@ -400,7 +400,7 @@ class Numerical(Activation):
         return (self.fn, self.dfn, self.deg or 0)
 
 
-_BY_NAME: Dict[str, Type[Activation]] = {
+_BY_NAME: dict[str, type[Activation]] = {
     "relu": Relu,
     "leakyrelu": LeakyRelu,
     "abrelu": ABRelu,
@@ -417,7 +417,7 @@ _BY_NAME: Dict[str, Type[Activation]] = {
 }
 
 
-def get(activation: Union[str, Activation]) -> Activation:
+def get(activation: str | Activation) -> Activation:
     """Return an :class:`Activation` for an activation object or its name.
 
     Names are case-insensitive and ignore ``_`` and ``-`` (``"leaky_relu"``,
@@ -435,8 +435,7 @@ def get(activation: Union[str, Activation]) -> Activation:
         return activation
     if not isinstance(activation, str):
         raise TypeError(
-            "activation must be an ntkcore.activations object or a name such as 'relu', "
-            f"got {activation!r}"
+            f"activation must be an ntkcore.activations object or a name such as 'relu', got {activation!r}"
         )
     key = activation.lower().replace("_", "").replace("-", "")
     if key in _BY_NAME:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Tuple
 
 import numpy as np
 
 __all__ = ["load_digits"]
 
 
-def load_digits() -> Tuple[np.ndarray, np.ndarray]:
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The UCI optical recognition of handwritten digits data (test part, 1797 images).
 
     E. Alpaydin and C. Kaynak (1998), UCI Machine Learning Repository,

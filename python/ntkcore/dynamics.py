@@ -28,21 +28,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_points, resolve_dtype
+from ._validation import as_points
 from .network import FullyConnected
 from .spectral import as_symmetric_matrix, lambda_max, lambda_min
 
 __all__ = [
+    "Gaussian",
     "GradientFlow",
     "Prediction",
-    "Gaussian",
     "ensemble_predict",
-    "loss_curve",
     "loss_bound",
+    "loss_curve",
     "max_learning_rate",
 ]
 
@@ -51,14 +51,14 @@ class Prediction(NamedTuple):
     """Outputs after training: ``train`` of shape (T..., N[, k]); ``test`` (T..., M[, k]) or None."""
 
     train: np.ndarray
-    test: Optional[np.ndarray]
+    test: np.ndarray | None
 
 
 class Gaussian(NamedTuple):
     """Mean (T..., M[, k]) and covariance (T..., M, M) of the ensemble's output, shared by the k outputs."""
 
     mean: np.ndarray
-    covariance: Optional[np.ndarray]
+    covariance: np.ndarray | None
 
 
 # --- argument checks ---------------------------------------------------------------------
@@ -207,8 +207,15 @@ class GradientFlow:
         Divide the flow by ``y_train.size`` (neural-tangents' convention: its loss is the mean).
     """
 
-    def __init__(self, k_train_train, y_train, learning_rate: float = 1.0, diag_reg: float = 0.0,
-                 diag_reg_absolute_scale: bool = False, normalize_by_size: bool = False):
+    def __init__(
+        self,
+        k_train_train,
+        y_train,
+        learning_rate: float = 1.0,
+        diag_reg: float = 0.0,
+        diag_reg_absolute_scale: bool = False,
+        normalize_by_size: bool = False,
+    ):
         k = _kernel(k_train_train, "k_train_train")
         self._y = _targets(y_train, "y_train", k.shape[0])
         self.learning_rate = _real(learning_rate, "learning_rate", strict=True)
@@ -217,7 +224,7 @@ class GradientFlow:
         self.normalize_by_size = _flag(normalize_by_size, "normalize_by_size")
         self._k = _regularized(k, self.diag_reg, self.diag_reg_absolute_scale)
         self._eta = self.learning_rate / (self._y.size if self.normalize_by_size else 1)
-        self._spectrum: Optional[_Spectrum] = None
+        self._spectrum: _Spectrum | None = None
 
     @property
     def n_train(self) -> int:
@@ -266,11 +273,11 @@ class GradientFlow:
         if kt is not None:
             m = kt.shape[0]
             if f0_test is None:
-                ft0 = np.zeros((m,) + y.shape[1:])
+                ft0 = np.zeros((m, *y.shape[1:]))
             else:
                 ft0 = _targets(f0_test, "f0_test", m)
                 if ft0.shape[1:] != y.shape[1:]:
-                    raise ValueError(f"f0_test must have shape {(m,) + y.shape[1:]}, got {ft0.shape}")
+                    raise ValueError(f"f0_test must have shape {(m, *y.shape[1:])}, got {ft0.shape}")
 
         r0 = f0 - y
         finite = times[np.isfinite(times)]
@@ -301,10 +308,21 @@ class GradientFlow:
 # --- the infinite ensemble (Lee et al. 2019) -----------------------------------------------
 
 
-def ensemble_predict(net, x_train, y_train, x_test, t, *, kernel: str = "ntk", learning_rate: float = 1.0,
-                     diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                     normalize_by_size: bool = False, compute_cov: bool = True,
-                     n_threads: Optional[int] = None) -> Gaussian:
+def ensemble_predict(
+    net,
+    x_train,
+    y_train,
+    x_test,
+    t,
+    *,
+    kernel: str = "ntk",
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    normalize_by_size: bool = False,
+    compute_cov: bool = True,
+    n_threads: int | None = None,
+) -> Gaussian:
     """Output distribution of an infinite ensemble of infinitely wide networks after training.
 
     Networks initialized at random and trained by gradient flow on (x_train, y_train) with
@@ -360,8 +378,8 @@ def ensemble_predict(net, x_train, y_train, x_test, t, *, kernel: str = "ntk", l
         nngp_tt = net.nngp(xte, n_threads=n_threads) if cov_wanted else None
 
     m = xtr.shape[0] if xte is None else xte.shape[0]
-    mean = np.empty(times.shape + (m,) + y.shape[1:])
-    cov = np.empty(times.shape + (m, m)) if cov_wanted else None
+    mean = np.empty((*times.shape, m, *y.shape[1:]))
+    cov = np.empty((*times.shape, m, m)) if cov_wanted else None
     spec = _Spectrum(g_dd, eta, "the train kernel") if np.isfinite(times).any() else None
     inverse = None
     for index in np.ndindex(times.shape):
@@ -378,7 +396,7 @@ def ensemble_predict(net, x_train, y_train, x_test, t, *, kernel: str = "ntk", l
                 inverse = _cholesky_solve(g_dd, rhs, "the train kernel")
             k_out = y.reshape(len(y), -1).shape[1]
             a_y, a_gt, a_kt = inverse[:, :k_out], inverse[:, k_out : k_out + m], inverse[:, k_out + m :]
-            mean[index] = (g_td @ a_y).reshape((m,) + y.shape[1:])
+            mean[index] = (g_td @ a_y).reshape((m, *y.shape[1:]))
             if cov_wanted:
                 if kernel == "nngp":
                     cov[index] = nngp_tt - g_td @ a_kt

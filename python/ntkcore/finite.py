@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,15 +61,11 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_widths(widths) -> Tuple[int, ...]:
+def _check_widths(widths) -> tuple[int, ...]:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, (Sequence, np.ndarray)):
-        raise TypeError(
-            f"widths must be a sequence of integers [d, n_1, ..., n_L, k], got {widths!r}"
-        )
+        raise TypeError(f"widths must be a sequence of integers [d, n_1, ..., n_L, k], got {widths!r}")
     if len(widths) < 2:
-        raise ValueError(
-            f"widths must list at least the input and output sizes [d, k], got {list(widths)!r}"
-        )
+        raise ValueError(f"widths must list at least the input and output sizes [d, k], got {list(widths)!r}")
     out = []
     for i, w in enumerate(widths):
         if isinstance(w, bool) or not isinstance(w, numbers.Integral):
@@ -182,7 +179,7 @@ class MLP:
     # --- description ------------------------------------------------------------------
 
     @property
-    def widths(self) -> Tuple[int, ...]:
+    def widths(self) -> tuple[int, ...]:
         """``(d, n_1, ..., n_L, k)``."""
         return self._widths
 
@@ -200,11 +197,11 @@ class MLP:
         return self._activation
 
     @property
-    def W_std(self) -> Tuple[float, ...]:
+    def W_std(self) -> tuple[float, ...]:
         return self._W_std
 
     @property
-    def b_std(self) -> Tuple[float, ...]:
+    def b_std(self) -> tuple[float, ...]:
         return self._b_std
 
     @property
@@ -221,7 +218,7 @@ class MLP:
     # --- parameters -------------------------------------------------------------------
 
     @property
-    def parameters(self) -> List[Tuple[np.ndarray, np.ndarray]]:
+    def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Copies of the parameters: one ``(W, b)`` pair per dense layer.
 
         ``W`` has shape ``(n_out, n_in)`` and ``b`` shape ``(n_out,)``, float64; they are
@@ -276,7 +273,7 @@ class MLP:
 
     # --- computations -----------------------------------------------------------------
 
-    def apply(self, x, *, dtype=None, n_threads: Optional[int] = None) -> np.ndarray:
+    def apply(self, x, *, dtype=None, n_threads: int | None = None) -> np.ndarray:
         """The network's outputs ``f(x)``.
 
         Parameters
@@ -313,7 +310,7 @@ class MLP:
         *,
         output: str = "trace",
         dtype=None,
-        n_threads: Optional[int] = None,
+        n_threads: int | None = None,
     ) -> np.ndarray:
         """The empirical NTK ``sum_p df(x)/dp df(x')/dp`` over all parameters p.
 
@@ -352,7 +349,7 @@ class MLP:
         _core.empirical_ntk(spec, weights, biases, a, b, output, theta, threads)
         return theta
 
-    def loss_and_gradient(self, x, y, *, dtype=None, n_threads: Optional[int] = None):
+    def loss_and_gradient(self, x, y, *, dtype=None, n_threads: int | None = None):
         """``L = 1/2 ||f(x) - y||^2`` and its gradient with respect to :attr:`parameters`.
 
         Parameters
@@ -409,10 +406,10 @@ class MLP:
         learning_rate: float,
         steps: int,
         *,
-        record_every: Optional[int] = None,
+        record_every: int | None = None,
         probe=None,
         dtype=None,
-        n_threads: Optional[int] = None,
+        n_threads: int | None = None,
     ) -> TrainResult:
         """Full-batch gradient descent on ``L = 1/2 ||f(x) - y||^2`` (SPEC sec. 5, no 1/N).
 
@@ -453,9 +450,7 @@ class MLP:
         t = self._targets(y, a.shape[0], dtype)
         learning_rate = _check_positive(learning_rate, "learning_rate")
         steps = _check_int(steps, "steps", 0)
-        record_every = (
-            max(1, steps // 20) if record_every is None else _check_int(record_every, "record_every", 1)
-        )
+        record_every = max(1, steps // 20) if record_every is None else _check_int(record_every, "record_every", 1)
         p = a if probe is None else _feature_points(probe, "probe", dtype, self._widths[0])
         threads = check_n_threads(n_threads)
 
@@ -533,24 +528,23 @@ def _feature_points(x, name, dtype, features):
     arr = as_points(x, name, dtype)
     if arr.shape[1] != features:
         raise ValueError(
-            f"{name} must have {features} features per row (the network's input width "
-            f"widths[0]), got shape {arr.shape}"
+            f"{name} must have {features} features per row (the network's input width widths[0]), got shape {arr.shape}"
         )
     return arr
 
 
 def monte_carlo_kernels(
-    net_or_architecture: Union[MLP, FullyConnected],
+    net_or_architecture: MLP | FullyConnected,
     x1,
     x2=None,
     *,
-    width: Optional[int] = None,
+    width: int | None = None,
     n_samples: int = 10,
     seed: int = 0,
     n_outputs: int = 1,
     nngp_estimator: str = "output",
     dtype=None,
-    n_threads: Optional[int] = None,
+    n_threads: int | None = None,
 ) -> Kernels:
     """Monte Carlo estimates of the NNGP kernel and the NTK over random initialisations.
 
@@ -632,8 +626,7 @@ def monte_carlo_kernels(
             widths[1:-1] = [width] * net.depth
         if a.shape[1] != widths[0]:
             raise ValueError(
-                f"x1 must have {widths[0]} features per row (the network's input width), "
-                f"got shape {a.shape}"
+                f"x1 must have {widths[0]} features per row (the network's input width), got shape {a.shape}"
             )
         activation, w_std, b_std = net.activation, net.W_std, net.b_std
     else:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
-__all__ = ["Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "PADDINGS"]
+__all__ = ["PADDINGS", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool"]
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
@@ -38,7 +37,7 @@ def _scale(value, name: str, owner: str) -> float:
     return value
 
 
-def _shape(value, name: str, owner: str, rank: Optional[int] = None) -> Tuple[int, ...]:
+def _shape(value, name: str, owner: str, rank: int | None = None) -> tuple[int, ...]:
     """A tuple of integers >= 1 (one per spatial axis)."""
     if isinstance(value, (str, bytes, bool)) or isinstance(value, numbers.Number):
         raise TypeError(f"{owner}: {name} must be a tuple of integers >= 1, such as (3, 3), got {value!r}")
@@ -96,8 +95,8 @@ class Conv:
     W_std, b_std : float >= 0
     """
 
-    filter_shape: Tuple[int, ...]
-    strides: Optional[Tuple[int, ...]] = None
+    filter_shape: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
     padding: str = "VALID"
     W_std: float = 1.0
     b_std: float = 0.0
@@ -125,16 +124,14 @@ class AvgPool:
     padding : "VALID", "SAME" or "CIRCULAR"
     """
 
-    window_shape: Tuple[int, ...]
-    strides: Optional[Tuple[int, ...]] = None
+    window_shape: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
     padding: str = "VALID"
 
     def __post_init__(self):
         shape = _shape(self.window_shape, "window_shape", "AvgPool")
         object.__setattr__(self, "window_shape", shape)
-        strides = (
-            (1,) * len(shape) if self.strides is None else _shape(self.strides, "strides", "AvgPool", len(shape))
-        )
+        strides = (1,) * len(shape) if self.strides is None else _shape(self.strides, "strides", "AvgPool", len(shape))
         object.__setattr__(self, "strides", strides)
         object.__setattr__(self, "padding", _padding(self.padding, "AvgPool"))
 

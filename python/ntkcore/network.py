@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Union
 
 import numpy as np
 
-from ._native import core as _core
 from . import activations as _activations
+from ._native import core as _core
 from ._validation import as_points, check_n_threads, explain_memory_error, resolve_dtype
 
 __all__ = ["FullyConnected", "Kernels"]
@@ -32,7 +33,7 @@ class Kernels(NamedTuple):
     ntk: np.ndarray
 
 
-def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
+def _layer_scales(value, name: str, depth: int) -> tuple[float, ...]:
     """A scalar or one value per dense layer (``depth + 1``), as a tuple of floats >= 0."""
     if isinstance(value, (str, bytes)) or isinstance(value, bool):
         raise TypeError(f"{name} must be a number or a sequence of {depth + 1} numbers, got {value!r}")
@@ -61,7 +62,7 @@ def _layer_scales(value, name: str, depth: int) -> Tuple[float, ...]:
     return tuple(out)
 
 
-def _hidden_widths(value, depth: int) -> Tuple[int, ...]:
+def _hidden_widths(value, depth: int) -> tuple[int, ...]:
     """An int or one int >= 1 per hidden layer (``depth``), as a tuple of ints."""
     if isinstance(value, (str, bytes, bool)):
         raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}")
@@ -72,8 +73,7 @@ def _hidden_widths(value, depth: int) -> Tuple[int, ...]:
         raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}") from exc
     if len(values) != depth:
         raise ValueError(
-            f"widths must be an integer or have one entry per hidden layer (depth = {depth}), "
-            f"got {len(values)} entries"
+            f"widths must be an integer or have one entry per hidden layer (depth = {depth}), got {len(values)} entries"
         )
     for v in values:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
@@ -83,7 +83,7 @@ def _hidden_widths(value, depth: int) -> Tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def _format_scales(values: Tuple[float, ...]) -> str:
+def _format_scales(values: tuple[float, ...]) -> str:
     """Per-layer scales for a repr: the scalar when all layers share it, else the tuple."""
     return repr(values[0]) if len(set(values)) == 1 else repr(values)
 
@@ -117,11 +117,11 @@ class FullyConnected:
     """
 
     depth: int
-    activation: _activations.Activation = _activations.Relu()
+    activation: _activations.Activation = _activations.Relu()  # noqa: RUF009 (activations are immutable values)
     W_std: Scale = 1.0
     b_std: Scale = 0.0
     parameterization: str = "ntk"
-    widths: Optional[Tuple[int, ...]] = None
+    widths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         depth = self.depth
@@ -135,9 +135,7 @@ class FullyConnected:
         object.__setattr__(self, "W_std", _layer_scales(self.W_std, "W_std", depth))
         object.__setattr__(self, "b_std", _layer_scales(self.b_std, "b_std", depth))
         if self.parameterization not in ("ntk", "standard"):
-            raise ValueError(
-                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
-            )
+            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
         if self.parameterization == "standard":
             if self.widths is None:
                 raise ValueError("widths (the hidden widths) are required for parameterization='standard'")
@@ -173,7 +171,7 @@ class FullyConnected:
         x2=None,
         *,
         dtype=None,
-        n_threads: Optional[int] = None,
+        n_threads: int | None = None,
     ) -> Kernels:
         """NNGP and NTK Gram matrices between the rows of ``x1`` and ``x2``.
 
@@ -201,7 +199,10 @@ class FullyConnected:
         threads = check_n_threads(n_threads)
         n2 = a.shape[0] if b is None else b.shape[0]
         outputs = f"two {a.shape[0]} x {n2} {dtype.name} outputs"
-        with float32_range(self.diagonal, dtype, a, b), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
+        with (
+            float32_range(self.diagonal, dtype, a, b),
+            explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize),
+        ):
             result = Kernels(*_core.gram(self._core_network(), a, b, threads))
             # A cross kernel's diagonals are checked against the float64 range only (entries can
             # fit when one set's K(x, x) does not): two reductions find an entry that did not.
@@ -239,7 +240,7 @@ class FullyConnected:
 
 
 @contextmanager
-def float32_range(diagonal: Callable[..., Kernels], dtype: np.dtype, *points: Optional[np.ndarray]) -> Iterator[None]:
+def float32_range(diagonal: Callable[..., Kernels], dtype: np.dtype, *points: np.ndarray | None) -> Iterator[None]:
     """In float32, explain an overflow and warn of an underflow by the float64 diagonal.
 
     Every entry obeys ``|K(x, x')| <= sqrt(K(x, x) K(x', x'))``, so the per-point values

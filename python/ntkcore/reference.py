@@ -39,6 +39,7 @@ for a wrong shape, NaN/inf, negative variances or ``c^2 > q1 q2``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,7 +48,7 @@ from . import activations as _activations
 from ._validation import as_points
 from .network import FullyConnected, Kernels
 
-__all__ = ["dual", "dual_diagonal", "kernels", "diagonal"]
+__all__ = ["diagonal", "dual", "dual_diagonal", "kernels"]
 
 
 def _covariance(**entries):
@@ -175,14 +176,23 @@ _BUILTINS = {
     "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2),
     "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x)),
     "softplus": (lambda x: np.logaddexp(0, x), _sigmoid),
-    "gelu": (lambda x: x * (1 + _erf(x / np.sqrt(2)).astype(float)) / 2,
-             lambda x: (1 + _erf(x / np.sqrt(2)).astype(float)) / 2 + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)),
+    "gelu": (
+        lambda x: x * (1 + _erf(x / np.sqrt(2)).astype(float)) / 2,
+        lambda x: (1 + _erf(x / np.sqrt(2)).astype(float)) / 2 + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi),
+    ),
     "silu": (lambda x: x * _sigmoid(x), lambda x: _sigmoid(x) * (1 + x * _sigmoid(-x))),
-    "elu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))), lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
-    "selu": (lambda x: _SELU[0] * np.where(x > 0, x, _SELU[1] * np.expm1(np.minimum(x, 0))),
-             lambda x: _SELU[0] * np.where(x >= 0, 1.0, _SELU[1] * np.exp(np.minimum(x, 0)))),
-    "mish": (lambda x: x * np.tanh(np.logaddexp(0, x)),
-             lambda x: np.tanh(np.logaddexp(0, x)) + x * (1 - np.tanh(np.logaddexp(0, x)) ** 2) * _sigmoid(x)),
+    "elu": (
+        lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+        lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0))),
+    ),
+    "selu": (
+        lambda x: _SELU[0] * np.where(x > 0, x, _SELU[1] * np.expm1(np.minimum(x, 0))),
+        lambda x: _SELU[0] * np.where(x >= 0, 1.0, _SELU[1] * np.exp(np.minimum(x, 0))),
+    ),
+    "mish": (
+        lambda x: x * np.tanh(np.logaddexp(0, x)),
+        lambda x: np.tanh(np.logaddexp(0, x)) + x * (1 - np.tanh(np.logaddexp(0, x)) ** 2) * _sigmoid(x),
+    ),
     "sin": (np.sin, np.cos),
     "cos": (np.cos, lambda x: -np.sin(x)),
     "erf": (lambda x: _erf(x).astype(float), lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x)),
@@ -285,7 +295,7 @@ def dual_diagonal(activation, q):
 def _fan_in(net, dim):
     """n_in of each dense layer in the standard parameterization (input dim, then the
     hidden widths); None in the NTK parameterization."""
-    return None if net.parameterization == "ntk" else (dim,) + tuple(net.widths)
+    return None if net.parameterization == "ntk" else (dim, *tuple(net.widths))
 
 
 def _network(net):
@@ -455,8 +465,8 @@ def _pool_average(S, layer, k):
 def _spatial_diagonal(S, k):
     """S[..., p, p] over the flattened positions, shape (*batch, P)."""
     batch = S.shape[: S.ndim - 2 * k]
-    P = int(np.prod(S.shape[S.ndim - k:], dtype=int))
-    return np.diagonal(S.reshape(batch + (P, P)), axis1=-2, axis2=-1)
+    P = int(np.prod(S.shape[S.ndim - k :], dtype=int))
+    return np.diagonal(S.reshape((*batch, P, P)), axis1=-2, axis2=-1)
 
 
 def _activate(act, S, Theta, q1, q2, exact):
@@ -504,9 +514,9 @@ def layer_kernels(layers, x1, x2=None):
     b = x2.reshape(n2, -1, C)
     sp1, sp2 = x1.shape[1:-1], x2.shape[1:-1]
     # input: Sigma[p, p'] = sum_c x[p, c] x'[p', c] / C ; Theta = 0
-    S = np.einsum("npc,mqc->nmpq", a, b).reshape((n1, n2) + sp1 + sp2) / C
-    self1 = np.einsum("npc,nqc->npq", a, a).reshape((n1,) + sp1 + sp1) / C
-    self2 = np.einsum("npc,nqc->npq", b, b).reshape((n2,) + sp2 + sp2) / C
+    S = np.einsum("npc,mqc->nmpq", a, b).reshape((n1, n2, *sp1, *sp2)) / C
+    self1 = np.einsum("npc,nqc->npq", a, a).reshape((n1, *sp1, *sp1)) / C
+    self2 = np.einsum("npc,nqc->npq", b, b).reshape((n2, *sp2, *sp2)) / C
     Theta, theta1, theta2 = np.zeros_like(S), np.zeros_like(self1), np.zeros_like(self2)
     for layer in layers:
         if isinstance(layer, (_layers.Dense, _layers.Conv)):
@@ -515,10 +525,10 @@ def layer_kernels(layers, x1, x2=None):
                     raise ValueError(f"{layer!r} needs spatial positions: inputs are (N, d) or a readout came before")
                 if len(layer.filter_shape) != k:
                     raise ValueError(f"{layer!r}: filter_shape has {len(layer.filter_shape)} axes, inputs have {k}")
-                conv = lambda m: _conv_average(m, layer, k)  # noqa: E731
+                conv = functools.partial(_conv_average, layer=layer, k=k)
             else:
                 conv = lambda m: m  # noqa: E731
-            w2, b2 = layer.W_std ** 2, layer.b_std ** 2
+            w2, b2 = layer.W_std**2, layer.b_std**2
             # Sigma <- sigma_w^2 avg(Sigma) + sigma_b^2 ; Theta <- Sigma_new + sigma_w^2 avg(Theta)
             S, self1, self2 = (w2 * conv(m) + b2 for m in (S, self1, self2))
             Theta, theta1, theta2 = (s + w2 * conv(t) for s, t in ((S, Theta), (self1, theta1), (self2, theta2)))
@@ -532,8 +542,10 @@ def layer_kernels(layers, x1, x2=None):
             if k == 0:
                 raise ValueError(f"{layer!r} needs spatial positions: inputs are (N, d) or a readout came before")
             if isinstance(layer, _layers.Flatten):
-                if S.shape[2: 2 + k] != S.shape[2 + k:]:
-                    raise ValueError(f"{layer!r} needs equal grids for x1 and x2, got {S.shape[2:2 + k]} and {S.shape[2 + k:]}")
+                if S.shape[2 : 2 + k] != S.shape[2 + k :]:
+                    raise ValueError(
+                        f"{layer!r} needs equal grids for x1 and x2, got {S.shape[2 : 2 + k]} and {S.shape[2 + k :]}"
+                    )
                 # K = mean_p Sigma[p, p]
                 S, self1, self2, Theta, theta1, theta2 = (
                     _spatial_diagonal(m, k).mean(axis=-1) for m in (S, self1, self2, Theta, theta1, theta2)
@@ -547,16 +559,28 @@ def layer_kernels(layers, x1, x2=None):
             act = _activations.get(layer)
             q1, q2 = _spatial_diagonal(self1, k), _spatial_diagonal(self2, k)  # (N, P)
             one = (1,) * k
-            q1_pair = q1.reshape((n1, 1) + self1.shape[1: 1 + k] + one)
-            q2_pair = q2.reshape((1, n2) + one + self2.shape[1: 1 + k])
+            q1_pair = q1.reshape((n1, 1, *self1.shape[1 : 1 + k], *one))
+            q2_pair = q2.reshape((1, n2, *one, *self2.shape[1 : 1 + k]))
             eye1 = np.eye(q1.shape[1], dtype=bool).reshape(self1.shape[1:])
             eye2 = np.eye(q2.shape[1], dtype=bool).reshape(self2.shape[1:])
-            pair_exact = (np.eye(n1, dtype=bool).reshape((n1, n1) + one + one) & eye1) if symmetric else None
+            pair_exact = (np.eye(n1, dtype=bool).reshape((n1, n1, *one, *one)) & eye1) if symmetric else None
             S_new, Theta = _activate(act, S, Theta, q1_pair, q2_pair, pair_exact)
-            s1_new, theta1 = _activate(act, self1, theta1, q1.reshape((n1,) + self1.shape[1:1 + k] + one),
-                                       q1.reshape((n1,) + one + self1.shape[1:1 + k]), eye1)
-            s2_new, theta2 = _activate(act, self2, theta2, q2.reshape((n2,) + self2.shape[1:1 + k] + one),
-                                       q2.reshape((n2,) + one + self2.shape[1:1 + k]), eye2)
+            s1_new, theta1 = _activate(
+                act,
+                self1,
+                theta1,
+                q1.reshape((n1, *self1.shape[1 : 1 + k], *one)),
+                q1.reshape((n1, *one, *self1.shape[1 : 1 + k])),
+                eye1,
+            )
+            s2_new, theta2 = _activate(
+                act,
+                self2,
+                theta2,
+                q2.reshape((n2, *self2.shape[1 : 1 + k], *one)),
+                q2.reshape((n2, *one, *self2.shape[1 : 1 + k])),
+                eye2,
+            )
             S, self1, self2 = S_new, s1_new, s2_new
     if k != 0:
         raise ValueError("layers must end in a scalar state: add a GlobalAvgPool() or Flatten() readout")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from ._native import core as _core
 from ._validation import as_real_array, check_n_threads, explain_memory_error, resolve_dtype
 from .network import Kernels, float32_range
 
-__all__ = ["serial", "Serial"]
+__all__ = ["Serial", "serial"]
 
 _LAYERS = (_layers.Dense, _layers.Conv, _layers.AvgPool, _layers.GlobalAvgPool, _layers.Flatten)
 
@@ -41,7 +40,7 @@ def _layer(value, position: int):
 class Serial:
     """A network given as a sequence of layers, applied in order (see :func:`serial`)."""
 
-    layers: Tuple[object, ...]
+    layers: tuple[object, ...]
 
     def __post_init__(self):
         values = tuple(_layer(v, i) for i, v in enumerate(self.layers))
@@ -65,15 +64,13 @@ class Serial:
             if isinstance(v, (_layers.Conv, _layers.AvgPool)):
                 window = v.filter_shape if isinstance(v, _layers.Conv) else v.window_shape
                 if len(window) != rank:
-                    raise ValueError(
-                        f"layer {i} ({v!r}) has {len(window)} spatial axes, the inputs have {rank}"
-                    )
+                    raise ValueError(f"layer {i} ({v!r}) has {len(window)} spatial axes, the inputs have {rank}")
                 pad = (1,) * (2 - rank)  # sequences are H x 1 grids
                 entry = (tuple(window) + pad, tuple(v.strides) + pad, v.padding)
                 if isinstance(v, _layers.Conv):
-                    spec.append(("conv",) + entry + (v.W_std**2, v.b_std**2))
+                    spec.append(("conv", *entry, v.W_std**2, v.b_std**2))
                 else:
-                    spec.append(("avg_pool",) + entry)
+                    spec.append(("avg_pool", *entry))
             elif isinstance(v, _layers.Dense):
                 spec.append(("dense", v.W_std**2, v.b_std**2))
             elif isinstance(v, _layers.GlobalAvgPool):
@@ -84,7 +81,7 @@ class Serial:
                 spec.append(("act", (v.family, v.core_params)))
         return spec
 
-    def kernels(self, x1, x2=None, *, dtype=None, n_threads: Optional[int] = None) -> Kernels:
+    def kernels(self, x1, x2=None, *, dtype=None, n_threads: int | None = None) -> Kernels:
         """NNGP and NTK Gram matrices between the inputs ``x1`` and ``x2``.
 
         Parameters
@@ -118,7 +115,10 @@ class Serial:
         n2 = a.shape[0] if b is None else b.shape[0]
         shaped = (a.reshape(np.shape(x1)), None if b is None else b.reshape(np.shape(x2)))
         outputs = f"two {a.shape[0]} x {n2} {dtype.name} outputs"
-        with float32_range(self.diagonal, dtype, *shaped), explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize):
+        with (
+            float32_range(self.diagonal, dtype, *shaped),
+            explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize),
+        ):
             return Kernels(*_core.layer_gram(self._spec(np.ndim(x1) - 2), a, grid1, b, grid2, channels, threads))
 
     def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
@@ -134,7 +134,9 @@ class Serial:
         dtype = resolve_dtype(dtype, x)
         a, grid, channels = _inputs(x, "x", dtype)
         with float32_range(self.diagonal, dtype, a.reshape(np.shape(x))):
-            return Kernels(*_core.layer_diagonal(self._spec(np.ndim(x) - 2), a, grid, channels, check_n_threads(n_threads)))
+            return Kernels(
+                *_core.layer_diagonal(self._spec(np.ndim(x) - 2), a, grid, channels, check_n_threads(n_threads))
+            )
 
 
 def serial(*layers) -> Serial:
@@ -155,5 +157,5 @@ def _inputs(x, name: str, dtype: np.dtype):
     arr = as_real_array(x, name, dtype, (2, 3, 4), "(N, H, W, C), (N, L, C) or (N, d)")
     n, channels = arr.shape[0], arr.shape[-1]
     spatial = arr.shape[1:-1]
-    grid = (spatial + (1, 1))[:2] + (bool(spatial),)
+    grid = (*((*spatial, 1, 1))[:2], bool(spatial))
     return arr.reshape(n, -1), grid, channels

@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -52,7 +51,7 @@ from ._native import core as _core
 from ._validation import as_points, check_n_threads, optional_positive_int, resolve_dtype
 from .network import FullyConnected
 
-__all__ = ["eigsh", "lambda_min", "lambda_max", "condition_number", "spectrum"]
+__all__ = ["condition_number", "eigsh", "lambda_max", "lambda_min", "spectrum"]
 
 _WHICH = ("largest", "smallest")
 _KERNELS = ("ntk", "nngp")
@@ -154,8 +153,9 @@ def _operand(K, x, kernel, dtype=None):
     return "dense", _checked_symmetric(K, "K")
 
 
-def _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None,
-           values_only=False):
+def _solve(
+    K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype=None, max_basis=None, values_only=False
+):
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     kind, operand = _operand(K, x, kernel, dtype)
@@ -228,16 +228,16 @@ def eigsh(
     *,
     k: int = 6,
     which: str = "largest",
-    tol: Optional[float] = None,
+    tol: float | None = None,
     return_eigenvectors: bool = True,
     kernel: str = "ntk",
-    n_threads: Optional[int] = None,
-    block_size: Optional[int] = None,
-    max_basis: Optional[int] = None,
-    max_passes: Optional[int] = None,
+    n_threads: int | None = None,
+    block_size: int | None = None,
+    max_basis: int | None = None,
+    max_passes: int | None = None,
     seed: int = 0,
     dtype=None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest or smallest eigenpairs of a symmetric PSD Gram matrix.
 
     Call as ``eigsh(K, k=...)`` with a dense matrix, or ``eigsh(net, x, k=..., kernel=...)``
@@ -293,25 +293,43 @@ def eigsh(
     """
     if not isinstance(return_eigenvectors, (bool, np.bool_)):
         raise TypeError(f"return_eigenvectors must be True or False, got {return_eigenvectors!r}")
-    values, vectors, _, _ = _solve(K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype,
-                                   max_basis)
+    values, vectors, _, _ = _solve(
+        K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype, max_basis
+    )
     return (values, vectors) if return_eigenvectors else values
 
 
-def lambda_max(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
-               n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+def lambda_max(
+    K,
+    x=None,
+    *,
+    kernel: str = "ntk",
+    tol: float | None = None,
+    n_threads: int | None = None,
+    max_passes: int | None = None,
+    dtype=None,
+) -> float:
     """The largest eigenvalue of ``K`` (N, N), or of the Gram matrix of ``(net, x)``.
 
     Arguments as :func:`eigsh`; ``tol`` defaults to 1e-8 (float64) or 1e-4 (float32): the
     result is then accurate to that relative to lambda_max.  Returns a Python float.
     """
-    values, _, _, _ = _solve(K, x, 1, "largest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None,
-                             max_passes, 0, dtype)
+    values, _, _, _ = _solve(
+        K, x, 1, "largest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None, max_passes, 0, dtype
+    )
     return float(values[0])
 
 
-def lambda_min(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
-               n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+def lambda_min(
+    K,
+    x=None,
+    *,
+    kernel: str = "ntk",
+    tol: float | None = None,
+    n_threads: int | None = None,
+    max_passes: int | None = None,
+    dtype=None,
+) -> float:
     """The smallest eigenvalue of ``K`` (N, N), or of the Gram matrix of ``(net, x)``.
 
     A dense ``K`` is factored (Cholesky, O(N^3 / 3)) and the largest eigenvalue of ``K^-1``
@@ -333,13 +351,33 @@ def lambda_min(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
     result on the Cholesky path (Weyl's bound for K^-1) and its error relative to
     lambda_max on the matrix-free path.
     """
-    values, _, _, _ = _solve(K, x, 1, "smallest", _extreme_tol(tol, K, x, dtype), kernel, n_threads, None,
-                             max_passes, 0, dtype, values_only=True)
+    values, _, _, _ = _solve(
+        K,
+        x,
+        1,
+        "smallest",
+        _extreme_tol(tol, K, x, dtype),
+        kernel,
+        n_threads,
+        None,
+        max_passes,
+        0,
+        dtype,
+        values_only=True,
+    )
     return float(values[0])
 
 
-def condition_number(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = None,
-                     n_threads: Optional[int] = None, max_passes: Optional[int] = None, dtype=None) -> float:
+def condition_number(
+    K,
+    x=None,
+    *,
+    kernel: str = "ntk",
+    tol: float | None = None,
+    n_threads: int | None = None,
+    max_passes: int | None = None,
+    dtype=None,
+) -> float:
     """``lambda_max / lambda_min`` of a symmetric PSD matrix, or ``inf`` when it is singular.
 
     ``inf`` is returned when ``lambda_min <= N eps lambda_max`` (eps of the dtype): the
@@ -361,7 +399,7 @@ def condition_number(K, x=None, *, kernel: str = "ntk", tol: Optional[float] = N
     return hi / lo
 
 
-def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: Optional[int] = None, dtype=None) -> np.ndarray:
+def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: int | None = None, dtype=None) -> np.ndarray:
     """All eigenvalues, ascending, shape (N,), by LAPACK (``numpy.linalg.eigvalsh``).
 
     With ``(net, x)`` the dense Gram matrix is computed first (O(N^2) memory).  ``K`` is
@@ -383,7 +421,5 @@ def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: Optional[int] = None,
     with np.errstate(over="ignore"):
         values = np.ldexp(np.linalg.eigvalsh(np.ldexp(K, -exponent)), exponent).astype(K.dtype)
     if not np.isfinite(values).all():
-        raise OverflowError(
-            f"an eigenvalue of K exceeds the largest finite {K.dtype} ({np.finfo(K.dtype).max:.3g})"
-        )
+        raise OverflowError(f"an eigenvalue of K exceeds the largest finite {K.dtype} ({np.finfo(K.dtype).max:.3g})")
     return values

@@ -99,7 +99,8 @@ public:
         std::size_t largest = 1;
         for (std::size_t l = 0; l <= layers_.size(); ++l) {
             if (l < layers_.size() && layers_[l].kind == LayerKind::flatten && !(grids1_[l] == grids2_[l]))
-                throw std::invalid_argument(detail::layer_name(layers_, l) + " needs equal grids for x1 and x2");
+                throw std::invalid_argument(detail::layer_name(layers_, l) +
+                                            " needs equal grids for x1 and x2");
             // Pairs and each input's own chain; stages never grow a grid.
             const std::size_t p1 = grids1_[l].size(), p2 = grids2_[l].size();
             largest = std::max({largest, p1 * p2, p1 * p1, p2 * p2});
@@ -122,8 +123,8 @@ public:
             const bool second = k >= rows();
             const std::size_t i = second ? k - rows() : k;
             auto& chain = second ? chains2_[i] : chains1_[i];
-            run(input(second, i), input(second, i), second ? grids2_ : grids1_, second ? grids2_ : grids1_, nullptr,
-                nullptr, &chain, ws[std::size_t(detail::thread_index())]);
+            run(input(second, i), input(second, i), second ? grids2_ : grids1_, second ? grids2_ : grids1_,
+                nullptr, nullptr, &chain, ws[std::size_t(detail::thread_index())]);
         });
         for (const auto* chains : {&chains1_, &chains2_})
             for (const auto& chain : *chains)
@@ -132,9 +133,10 @@ public:
                         char text[96];
                         std::snprintf(text, sizeof text, " (%.3g, the largest representable is %.3g)", v,
                                       double(std::numeric_limits<T>::max()));
-                        throw std::overflow_error(std::string("kernels overflow: K(x, x) or Theta(x, x) exceeds the "
-                                                              "floating-point range") + text +
-                                                  "; lower W_std or the depth");
+                        throw std::overflow_error(
+                            std::string("kernels overflow: K(x, x) or Theta(x, x) exceeds the "
+                                        "floating-point range") +
+                            text + "; lower W_std or the depth");
                     }
     }
 
@@ -158,7 +160,8 @@ private:
 
     // Sigma = x . x' / C per position pair, and its gap from the normalised pixels
     // (|x|^2 |x'|^2 |x^ - x'^|^2 |x^ + x'^|^2 / 4, exact for duplicates and for one channel).
-    void input_layer(const T* a, const T* b, std::size_t p1, std::size_t p2, detail::LayerWorkspace<T>& ws) const {
+    void input_layer(const T* a, const T* b, std::size_t p1, std::size_t p2,
+                     detail::LayerWorkspace<T>& ws) const {
         const std::size_t C = channels_;
         const T inv = T(1) / T(C);
         for (std::size_t i = 0; i < p1; ++i) {
@@ -190,8 +193,8 @@ private:
     // Runs the layers on one pair.  `self` (a = b, chain1 = chain2) records the chain: the
     // variances are read off the diagonal, and activations set it from the per-point maps.
     void run(const T* a, const T* b, const std::vector<Grid>& grids1, const std::vector<Grid>& grids2,
-             const detail::InputChain<T>* other1, const detail::InputChain<T>* other2, detail::InputChain<T>* record,
-             detail::LayerWorkspace<T>& ws) const {
+             const detail::InputChain<T>* other1, const detail::InputChain<T>* other2,
+             detail::InputChain<T>* record, detail::LayerWorkspace<T>& ws) const {
         ws.reserve(largest_);
         const std::size_t L = layers_.size();
         const bool self = record != nullptr;
@@ -213,8 +216,8 @@ private:
             const std::vector<T>& q2 = chain2.q[l];
             switch (layer.kind) {
                 case LayerKind::dense:
-                    affine(P1, P2, q1.data(), q2.data(), T(layer.w_var), T(layer.b_var), ws.c.data(), ws.d.data(),
-                           ws.theta.data());
+                    affine(P1, P2, q1.data(), q2.data(), T(layer.w_var), T(layer.b_var), ws.c.data(),
+                           ws.d.data(), ws.theta.data());
                     break;
                 case LayerKind::conv:
                     conv(layer, g1, g2, q1, q2, ws);
@@ -260,14 +263,16 @@ private:
     }
 
     // The variances before layer l from the diagonal of a self pair.
-    static void record_variances(detail::InputChain<T>& chain, std::size_t l, std::size_t P, const detail::LayerWorkspace<T>& ws) {
+    static void record_variances(detail::InputChain<T>& chain, std::size_t l, std::size_t P,
+                                 const detail::LayerWorkspace<T>& ws) {
         chain.q[l].resize(P);
         for (std::size_t p = 0; p < P; ++p) chain.q[l][p] = ws.c[p * P + p];
     }
 
     // c <- w c + b, d <- w^2 d + w b (A + B - 2 C) (A, B: the variances before, scaled by w),
     // theta <- c_new + w theta.
-    static void affine(std::size_t P1, std::size_t P2, const T* q1, const T* q2, T w, T b, T* c, T* d, T* theta) {
+    static void affine(std::size_t P1, std::size_t P2, const T* q1, const T* q2, T w, T b, T* c, T* d,
+                       T* theta) {
         for (std::size_t i = 0; i < P1; ++i)
             for (std::size_t j = 0; j < P2; ++j) {
                 const std::size_t e = i * P2 + j;
@@ -282,9 +287,10 @@ private:
     // read through index1, grid 2 H2 x W2 through index2), each column untouched: pair state
     // ws.{c,d,theta} -> ws.{c2,d2,theta2}, variances v1, v2 -> their tap sums s1, s2.  The
     // innermost loops run along grid 2's rows, contiguous in memory.
-    void tap_rows(std::size_t k, const std::vector<long>& index1, const std::vector<long>& index2, std::size_t W1,
-                  std::size_t H2, std::size_t W2, const std::vector<T>& v1, const std::vector<T>& v2,
-                  std::vector<T>& s1, std::vector<T>& s2, detail::LayerWorkspace<T>& ws) const {
+    void tap_rows(std::size_t k, const std::vector<long>& index1, const std::vector<long>& index2,
+                  std::size_t W1, std::size_t H2, std::size_t W2, const std::vector<T>& v1,
+                  const std::vector<T>& v2, std::vector<T>& s1, std::vector<T>& s2,
+                  detail::LayerWorkspace<T>& ws) const {
         const std::size_t O1 = index1.size() / k, O2 = index2.size() / k;
         const std::size_t P2_in = H2 * W2, P2_out = O2 * W2;
         s1.assign(O1 * W1, T(0));
@@ -292,11 +298,13 @@ private:
         for (std::size_t o = 0; o < O1; ++o)
             for (std::size_t t = 0; t < k; ++t)
                 if (index1[o * k + t] >= 0)
-                    for (std::size_t w = 0; w < W1; ++w) s1[o * W1 + w] += v1[std::size_t(index1[o * k + t]) * W1 + w];
+                    for (std::size_t w = 0; w < W1; ++w)
+                        s1[o * W1 + w] += v1[std::size_t(index1[o * k + t]) * W1 + w];
         for (std::size_t o = 0; o < O2; ++o)
             for (std::size_t t = 0; t < k; ++t)
                 if (index2[o * k + t] >= 0)
-                    for (std::size_t w = 0; w < W2; ++w) s2[o * W2 + w] += v2[std::size_t(index2[o * k + t]) * W2 + w];
+                    for (std::size_t w = 0; w < W2; ++w)
+                        s2[o * W2 + w] += v2[std::size_t(index2[o * k + t]) * W2 + w];
         std::vector<T>& acc_g = ws.q1b;  // per column of grid 2: sum of g_t, then of a_t (u_t - u)^2
         std::vector<T>& acc_v = ws.q2b;
         acc_g.resize(W2);
@@ -389,7 +397,8 @@ private:
                 for (std::size_t w1 = 0; w1 < W1; ++w1)
                     for (std::size_t h2 = 0; h2 < H2; ++h2)
                         for (std::size_t w2 = 0; w2 < W2; ++w2)
-                            (*to)[(w1 * H1 + h1) * P2 + w2 * H2 + h2] = (*from)[(h1 * W1 + w1) * P2 + h2 * W2 + w2];
+                            (*to)[(w1 * H1 + h1) * P2 + w2 * H2 + h2] =
+                                (*from)[(h1 * W1 + w1) * P2 + h2 * W2 + w2];
             std::swap(*from, *to);
         }
         for (auto [v, h, w] : {std::make_tuple(&v1, H1, W1), std::make_tuple(&v2, H2, W2)}) {
@@ -406,18 +415,21 @@ private:
               detail::LayerWorkspace<T>& ws) const {
         if (layer.window[0] > 8 || layer.window[1] > 8)
             throw std::invalid_argument("layer kernels: filters up to 8 taps per axis");
-        const std::size_t kh = layer.window[0], kw = layer.window[1], sh = layer.strides[0], sw = layer.strides[1];
+        const std::size_t kh = layer.window[0], kw = layer.window[1], sh = layer.strides[0],
+                          sw = layer.strides[1];
         std::vector<T> s1, s2;
-        tap_rows(kh, detail::window_index(g1.h, kh, sh, layer.padding), detail::window_index(g2.h, kh, sh, layer.padding),
-                 g1.w, g2.h, g2.w, q1, q2, ws.q1, ws.q2, ws);
+        tap_rows(kh, detail::window_index(g1.h, kh, sh, layer.padding),
+                 detail::window_index(g2.h, kh, sh, layer.padding), g1.w, g2.h, g2.w, q1, q2, ws.q1, ws.q2,
+                 ws);
         const std::size_t h1 = detail::window_count(g1.h, kh, sh, layer.padding);
         const std::size_t h2 = detail::window_count(g2.h, kh, sh, layer.padding);
         const std::size_t w1 = detail::window_count(g1.w, kw, sw, layer.padding);
         const std::size_t w2 = detail::window_count(g2.w, kw, sw, layer.padding);
         if (kw > 1 || sw > 1) {
             transpose(h1, g1.w, h2, g2.w, ws.q1, ws.q2, ws);
-            tap_rows(kw, detail::window_index(g1.w, kw, sw, layer.padding), detail::window_index(g2.w, kw, sw, layer.padding),
-                     h1, g2.w, h2, ws.q1, ws.q2, s1, s2, ws);
+            tap_rows(kw, detail::window_index(g1.w, kw, sw, layer.padding),
+                     detail::window_index(g2.w, kw, sw, layer.padding), h1, g2.w, h2, ws.q1, ws.q2, s1, s2,
+                     ws);
             transpose(w1, h1, w2, h2, s1, s2, ws);
         } else {
             s1 = ws.q1;
@@ -514,9 +526,9 @@ private:
                 }
                 const auto& c1 = chain1;
                 const auto& c2 = chain2;
-                const LayerInputs<T> in{c1.r[l].data(),  c2.r[l].data(),  c1.ir[l].data(), c2.ir[l].data(),
-                                        c1.q[l].data(),  c2.q[l].data(),  c1.ra[l].data(), c2.ra[l].data(),
-                                        T(1)};
+                const LayerInputs<T> in{c1.r[l].data(),  c2.r[l].data(),  c1.ir[l].data(),
+                                        c2.ir[l].data(), c1.q[l].data(),  c2.q[l].data(),
+                                        c1.ra[l].data(), c2.ra[l].data(), T(1)};
                 const DenseStep<T> identity{T(1), T(0), T(1), T(0), T(0)};
                 fam.pairs(P1, P2, in, ws.c.data(), ws.d.data(), ws.theta.data(), identity);
                 if (record) {  // the diagonal from the per-point maps, exactly

@@ -10,9 +10,9 @@
 // dist2_a = q1a + q2a - 2 c_a (the variance of phi(u) - phi(v)); the dense layer maps them by
 //     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- (s c_a + o) + w_ntk Tdot theta,
 // every term nonnegative, with (s, o) = (w, b) in the NTK parameterization (the first term is
-// c) and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2).  The activation writes c_a = Ra (1 - h), d_a = Ra^2 h (2 - h),
-// dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each factor
-// evaluated without cancellation.
+// c) and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2).  The activation writes c_a = Ra (1 - h), d_a
+// = Ra^2 h (2 - h), dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each factor evaluated
+// without cancellation.
 #pragma once
 
 #include <algorithm>
@@ -28,9 +28,9 @@ namespace ntkcore {
 // Constants of the dense layer that follows an activation, in scaled units.
 template <class T>
 struct DenseStep {
-    T w;      // weight variance applied to the activation's output
-    T b;      // bias variance
-    T w_ntk;  // weight variance applied to the NTK carried through the activation
+    T w;          // weight variance applied to the activation's output
+    T b;          // bias variance
+    T w_ntk;      // weight variance applied to the NTK carried through the activation
     T sigma_ntk;  // factor of the activation's covariance in the NTK: w, or n_in (standard)
     T bias_ntk;   // constant of the NTK: b, or [b_std > 0] (standard)
 };
@@ -57,15 +57,15 @@ struct PairAngle {
 // Per-point inputs of one activation layer for the rows (1) and columns (2) of a tile.
 template <class T>
 struct LayerInputs {
-    const T* r1;   // sqrt of the scaled per-point variance before the activation
+    const T* r1;  // sqrt of the scaled per-point variance before the activation
     const T* r2;
     const T* ir1;  // 1 / r (0 where r = 0)
     const T* ir2;
-    const T* q1;   // the scaled per-point variance itself
+    const T* q1;  // the scaled per-point variance itself
     const T* q2;
     const T* ra1;  // sqrt of the per-point variance after the activation (erf only)
     const T* ra2;
-    T scale;       // true variance = scale * scaled variance
+    T scale;  // true variance = scale * scaled variance
     // Hermite series (hermite_series.hpp) only: coefficient k of phi (coef) and phi' (dcoef)
     // of row i at coef1[k * stride1 + i], of column j at coef2[k * stride2 + j]; when every
     // point shares them, their products a_k^2, b_k^2 in shared_t, shared_tdot instead.
@@ -79,8 +79,7 @@ struct LayerInputs {
 };
 
 template <class T>
-inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdot, T& c, T& d,
-                       T& theta) {
+inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdot, T& c, T& d, T& theta) {
     c = dense.w * c_a + dense.b;
     d = dense.w * dense.w * d_a + dense.w * dense.b * dist2_a;
     theta = (dense.sigma_ntk * c_a + dense.bias_ntk) + dense.w_ntk * tdot * theta;
@@ -131,9 +130,7 @@ struct ABRelu {
     explicit ABRelu(const Activation& act)
         : m(T(0.5 * (act.a * act.a + act.b * act.b))),
           f(T((act.a - act.b) * (act.a - act.b) / (2.0 * Constants<double>::pi))),
-          ratio(m > T(0) ? f / m : T(0)),
-          kappa(ratio * Constants<T>::pi),
-          ab(T(act.a * act.b)) {}
+          ratio(m > T(0) ? f / m : T(0)), kappa(ratio * Constants<T>::pi), ab(T(act.a * act.b)) {}
 
     static constexpr bool homogeneous = true;  // T(k Sigma) = k T(Sigma)
 
@@ -148,22 +145,20 @@ struct ABRelu {
                const DenseStep<T>& dense) const {
         const T m = this->m, f = this->f, ratio = this->ratio, kappa = this->kappa, ab = this->ab;
         const T tdot_orthogonal = m - f * Constants<T>::half_pi;
-        angle_pairs(rows, cols, in, c, d, theta, dense,
-                    [=](const PairAngle<T>& g, bool acute, T r, T ri, T rj) {
-                        const T fs = ratio * g.s_term;
-                        const T one_minus_cos = g.one_minus_cos_phi;
-                        AngleMap<T> a;
-                        a.ra = m * r;
-                        a.one_minus_h = acute ? g.cos_phi + fs : (kappa - T(1)) * g.cos_phi + fs;
-                        a.h = acute ? one_minus_cos - fs
-                                    : (T(2) - kappa) - (T(1) - kappa) * one_minus_cos - fs;
-                        a.two_minus_h = acute ? g.one_plus_cos_phi + fs
-                                              : kappa + (T(1) - kappa) * one_minus_cos + fs;
-                        a.spread2 = m * (ri - rj) * (ri - rj);
-                        const T tdot_angle = acute ? m - f * g.phi : ab + f * g.phi;
-                        a.tdot = r > T(0) ? tdot_angle : tdot_orthogonal;
-                        return a;
-                    });
+        angle_pairs(
+            rows, cols, in, c, d, theta, dense, [=](const PairAngle<T>& g, bool acute, T r, T ri, T rj) {
+                const T fs = ratio * g.s_term;
+                const T one_minus_cos = g.one_minus_cos_phi;
+                AngleMap<T> a;
+                a.ra = m * r;
+                a.one_minus_h = acute ? g.cos_phi + fs : (kappa - T(1)) * g.cos_phi + fs;
+                a.h = acute ? one_minus_cos - fs : (T(2) - kappa) - (T(1) - kappa) * one_minus_cos - fs;
+                a.two_minus_h = acute ? g.one_plus_cos_phi + fs : kappa + (T(1) - kappa) * one_minus_cos + fs;
+                a.spread2 = m * (ri - rj) * (ri - rj);
+                const T tdot_angle = acute ? m - f * g.phi : ab + f * g.phi;
+                a.tdot = r > T(0) ? tdot_angle : tdot_orthogonal;
+                return a;
+            });
     }
 };
 
@@ -216,17 +211,12 @@ struct Erf {
     T alpha, gamma, tdot_scale;
 
     explicit Erf(const Activation& act)
-        : a2(act.a * act.a),
-          b2(act.b * act.b),
-          c2(act.c * act.c),
-          alpha(T(2.0 * a2 / Constants<double>::pi)),
-          gamma(T(c2)),
-          tdot_scale(T(4.0 * a2 * b2 / Constants<double>::pi)) {}
+        : a2(act.a * act.a), b2(act.b * act.b), c2(act.c * act.c), alpha(T(2.0 * a2 / Constants<double>::pi)),
+          gamma(T(c2)), tdot_scale(T(4.0 * a2 * b2 / Constants<double>::pi)) {}
 
     double variance(double q) const {
         const double qt = b2 * q;
-        return 2.0 * a2 / Constants<double>::pi * std::atan2(2.0 * qt, std::sqrt(1.0 + 4.0 * qt)) +
-               c2;
+        return 2.0 * a2 / Constants<double>::pi * std::atan2(2.0 * qt, std::sqrt(1.0 + 4.0 * qt)) + c2;
     }
     double derivative(double q) const {
         return 4.0 * a2 * b2 / Constants<double>::pi / std::sqrt(1.0 + 4.0 * b2 * q);
@@ -235,8 +225,7 @@ struct Erf {
     // psi_i - psi for the point with scaled variance qi (the other one has qj).
     static T angle_gap(T qi, T qj, T ct, T dt, T den) {
         const T di = std::sqrt(T(1) + T(4) * qi);
-        const T num = (T(1) + T(2) * qi) * (qi * (qi - qj) + dt * (T(1) + T(2) * qi)) /
-                      (qi * den + ct * di);
+        const T num = (T(1) + T(2) * qi) * (qi * (qi - qj) + dt * (T(1) + T(2) * qi)) / (qi * den + ct * di);
         return std::atan((T(2) * num / (di * den)) / (T(1) + T(4) * qi * ct / (di * den)));
     }
 
@@ -275,8 +264,8 @@ struct Erf {
                 near[j] = (gap_raw < close_gap * ra && ct > T(0)) ? T(1) : T(0);
                 const T spread = rai - ra2[j];
                 const T sum = ra + c_a > T(0) ? ra + c_a : T(0);
-                dense_step(dense, c_a, gap * sum, spread * spread + T(2) * gap,
-                           tdot_scale / den, ci[j], di[j], ti[j]);
+                dense_step(dense, c_a, gap * sum, spread * spread + T(2) * gap, tdot_scale / den, ci[j],
+                           di[j], ti[j]);
             }
             for (std::size_t j = 0; j < cols; ++j) {
                 if (near[j] == T(0)) continue;
@@ -286,13 +275,13 @@ struct Erf {
                 const T den = std::sqrt(T(1) + T(2) * (qi + qj) + T(4) * dt);
                 const T c_a = alpha * atan2_nonneg(T(2) * ct, den) + gamma;
                 const T spread = rai - ra2[j];
-                const T gap_exact = -spread * spread / T(2) +
-                                    alpha / T(2) * (angle_gap(qi, qj, ct, dt, den) +
-                                                    angle_gap(qj, qi, ct, dt, den));
+                const T gap_exact =
+                    -spread * spread / T(2) +
+                    alpha / T(2) * (angle_gap(qi, qj, ct, dt, den) + angle_gap(qj, qi, ct, dt, den));
                 const T gap = gap_exact > T(0) ? gap_exact : T(0);
                 const T ra = rai * ra2[j];
-                di[j] = dense.w * dense.w * gap * (ra + c_a) +
-                        dense.w * dense.b * (spread * spread + T(2) * gap);
+                di[j] =
+                    dense.w * dense.w * gap * (ra + c_a) + dense.w * dense.b * (spread * spread + T(2) * gap);
             }
         }
     }
@@ -302,8 +291,8 @@ struct Erf {
 // Ra - c_a is formed by subtraction: d_a and dist2_a then carry an absolute error ~eps Ra^2
 // (not cancellation-free, SPEC sec. 3a).  Only for families whose maps are smooth in d.
 template <class T>
-inline void subtracted_dense_step(const DenseStep<T>& dense, T c_a, T ra, T spread, T tdot, T& c,
-                                  T& d, T& theta) {
+inline void subtracted_dense_step(const DenseStep<T>& dense, T c_a, T ra, T spread, T tdot, T& c, T& d,
+                                  T& theta) {
     const T gap = ra > c_a ? ra - c_a : T(0);
     const T sum = ra + c_a > T(0) ? ra + c_a : T(0);
     dense_step(dense, c_a, gap * sum, spread * spread + T(2) * gap, tdot, c, d, theta);
@@ -324,9 +313,7 @@ struct Sin {
     double a2, b2, sin2, cos2;
 
     explicit Sin(const Activation& act)
-        : a2(act.a * act.a),
-          b2(act.b * act.b),
-          sin2(std::sin(act.c) * std::sin(act.c)),
+        : a2(act.a * act.a), b2(act.b * act.b), sin2(std::sin(act.c) * std::sin(act.c)),
           cos2(std::cos(act.c) * std::cos(act.c)) {}
 
     double variance(double q) const {
@@ -359,13 +346,13 @@ struct Sin {
                 const T dij = di[j] > T(0) ? di[j] : T(0);
                 const T spread = ri - in.r2[j];
                 const T near = ri * in.r2[j] + ci[j];
-                const T gap = ci[j] > T(0) ? spread * spread + T(2) * dij / near : in.q1[i] + in.q2[j] - T(2) * ci[j];
+                const T gap =
+                    ci[j] > T(0) ? spread * spread + T(2) * dij / near : in.q1[i] + in.q2[j] - T(2) * ci[j];
                 const T sinh_small = T(0.5) * std::exp(-m) * (std::expm1(y) - std::expm1(-y));
                 const T sinh_large = T(0.5) * (std::exp(T(-0.5) * beta * gap) - tail);
                 const T sinh_term = std::abs(y) < T(1) ? sinh_small : sinh_large;
-                subtracted_dense_step(dense, a2 * (sinh_term + sin2 * tail), rai * in.ra2[j],
-                                      rai - in.ra2[j], a2b2 * (sinh_term + cos2 * tail), ci[j],
-                                      di[j], ti[j]);
+                subtracted_dense_step(dense, a2 * (sinh_term + sin2 * tail), rai * in.ra2[j], rai - in.ra2[j],
+                                      a2b2 * (sinh_term + cos2 * tail), ci[j], di[j], ti[j]);
             }
         }
     }
@@ -418,8 +405,8 @@ struct Gelu {
                 const T g = cij < T(0) ? -angle : angle;
                 const T c_a = cij / T(4) + ((cij * cij + qi * qj * D2) / (P1 * D) + cij * g) * inv_2pi;
                 const T tdot = T(0.25) + (g + cij / D * (T(1) / D2 + (T(2) + qi + qj) / P1)) * inv_2pi;
-                subtracted_dense_step(dense, c_a, rai * in.ra2[j], rai - in.ra2[j], tdot, ci[j],
-                                      di[j], ti[j]);
+                subtracted_dense_step(dense, c_a, rai * in.ra2[j], rai - in.ra2[j], tdot, ci[j], di[j],
+                                      ti[j]);
             }
         }
     }
@@ -480,7 +467,7 @@ struct RectifiedMonomial {
                         const T omc = acute ? g.one_minus_cos_phi : g.one_plus_cos_phi;
                         const T sin2 = g.one_minus_cos_phi * g.one_plus_cos_phi;
                         const T theta_angle = acute ? g.phi : pi - g.phi;
-                        T j_lower = pi - theta_angle, d_lower = theta_angle;  // J_0, delta_0
+                        T j_lower = pi - theta_angle, d_lower = theta_angle;   // J_0, delta_0
                         T j_k = acute ? pi * g.cos_phi + g.s_term : g.s_term;  // J_1
                         T d_k = acute ? pi * g.one_minus_cos_phi - g.s_term : pi - g.s_term;
                         T j0_lower = pi;  // J_{k-1}(0)

@@ -19,10 +19,10 @@ inline Builtin builtin_from_name(const std::string& name) {
     static const struct {
         const char* name;
         Builtin id;
-    } table[] = {{"tanh", Builtin::tanh},   {"sigmoid", Builtin::sigmoid}, {"softplus", Builtin::softplus},
-                 {"gelu", Builtin::gelu},   {"silu", Builtin::silu},       {"elu", Builtin::elu},
-                 {"selu", Builtin::selu},   {"mish", Builtin::mish},       {"sin", Builtin::sin},
-                 {"cos", Builtin::cos},     {"erf", Builtin::erf}};
+    } table[] = {{"tanh", Builtin::tanh}, {"sigmoid", Builtin::sigmoid}, {"softplus", Builtin::softplus},
+                 {"gelu", Builtin::gelu}, {"silu", Builtin::silu},       {"elu", Builtin::elu},
+                 {"selu", Builtin::selu}, {"mish", Builtin::mish},       {"sin", Builtin::sin},
+                 {"cos", Builtin::cos},   {"erf", Builtin::erf}};
     for (const auto& entry : table)
         if (name == entry.name) return entry.id;
     throw std::invalid_argument("unknown built-in activation '" + name + "'");
@@ -43,23 +43,36 @@ inline double logistic(double x) {
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|).
-inline double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
+inline double softplus(double x) {
+    return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+}
 
 }  // namespace detail
 
 inline double builtin_phi(Builtin f, double x) {
     switch (f) {
-        case Builtin::tanh: return std::tanh(x);
-        case Builtin::sigmoid: return detail::logistic(x);
-        case Builtin::softplus: return detail::softplus(x);
-        case Builtin::gelu: return 0.5 * x * std::erfc(-x * detail::inv_sqrt2);
-        case Builtin::silu: return x * detail::logistic(x);
-        case Builtin::elu: return x > 0.0 ? x : std::expm1(x);
-        case Builtin::selu: return detail::selu_scale * (x > 0.0 ? x : detail::selu_alpha * std::expm1(x));
-        case Builtin::mish: return x * std::tanh(detail::softplus(x));
-        case Builtin::sin: return std::sin(x);
-        case Builtin::cos: return std::cos(x);
-        case Builtin::erf: return std::erf(x);
+        case Builtin::tanh:
+            return std::tanh(x);
+        case Builtin::sigmoid:
+            return detail::logistic(x);
+        case Builtin::softplus:
+            return detail::softplus(x);
+        case Builtin::gelu:
+            return 0.5 * x * std::erfc(-x * detail::inv_sqrt2);
+        case Builtin::silu:
+            return x * detail::logistic(x);
+        case Builtin::elu:
+            return x > 0.0 ? x : std::expm1(x);
+        case Builtin::selu:
+            return detail::selu_scale * (x > 0.0 ? x : detail::selu_alpha * std::expm1(x));
+        case Builtin::mish:
+            return x * std::tanh(detail::softplus(x));
+        case Builtin::sin:
+            return std::sin(x);
+        case Builtin::cos:
+            return std::cos(x);
+        case Builtin::erf:
+            return std::erf(x);
     }
     return 0.0;
 }
@@ -75,22 +88,29 @@ inline double builtin_dphi(Builtin f, double x) {
             const double s = detail::logistic(x);
             return s * detail::logistic(-x);
         }
-        case Builtin::softplus: return detail::logistic(x);
+        case Builtin::softplus:
+            return detail::logistic(x);
         case Builtin::gelu:
-            return 0.5 * std::erfc(-x * detail::inv_sqrt2) + x * detail::inv_sqrt_2pi * std::exp(-0.5 * x * x);
+            return 0.5 * std::erfc(-x * detail::inv_sqrt2) +
+                   x * detail::inv_sqrt_2pi * std::exp(-0.5 * x * x);
         case Builtin::silu: {
             const double s = detail::logistic(x);
             return s + x * s * detail::logistic(-x);
         }
-        case Builtin::elu: return x > 0.0 ? 1.0 : std::exp(x);
-        case Builtin::selu: return detail::selu_scale * (x >= 0.0 ? 1.0 : detail::selu_alpha * std::exp(x));
+        case Builtin::elu:
+            return x > 0.0 ? 1.0 : std::exp(x);
+        case Builtin::selu:
+            return detail::selu_scale * (x >= 0.0 ? 1.0 : detail::selu_alpha * std::exp(x));
         case Builtin::mish: {
             const double sp = detail::softplus(x), t = std::tanh(sp);
             return t + x * (1.0 - t) * (1.0 + t) * detail::logistic(x);
         }
-        case Builtin::sin: return std::cos(x);
-        case Builtin::cos: return -std::sin(x);
-        case Builtin::erf: return detail::two_over_sqrt_pi * std::exp(-x * x);
+        case Builtin::sin:
+            return std::cos(x);
+        case Builtin::cos:
+            return -std::sin(x);
+        case Builtin::erf:
+            return detail::two_over_sqrt_pi * std::exp(-x * x);
     }
     return 0.0;
 }

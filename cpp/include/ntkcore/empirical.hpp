@@ -50,10 +50,7 @@ struct Pointwise {
     const NumericalFunction* numerical;
 
     explicit Pointwise(const Activation& act)
-        : family(act.family),
-          a(T(act.a)),
-          b(T(act.b)),
-          c(T(act.c)),
+        : family(act.family), a(T(act.a)), b(T(act.b)), c(T(act.c)),
           erf_slope(T(act.a * act.b * 2.0 / std::sqrt(Constants<double>::pi))),
           numerical(act.numerical.get()) {}
 
@@ -67,8 +64,7 @@ struct Pointwise {
                 break;
             case Family::sign:
                 if (dphi) std::fill(dphi, dphi + n, T(0));
-                for (std::size_t i = 0; i < n; ++i)
-                    z[i] = z[i] > T(0) ? T(1) : (z[i] < T(0) ? T(-1) : T(0));
+                for (std::size_t i = 0; i < n; ++i) z[i] = z[i] > T(0) ? T(1) : (z[i] < T(0) ? T(-1) : T(0));
                 break;
             case Family::erf:
                 if (dphi)
@@ -87,8 +83,8 @@ struct Pointwise {
                 for (std::size_t i = 0; i < n; ++i) {
                     const T cdf = T(0.5) * std::erfc(-z[i] / std::sqrt(T(2)));
                     if (dphi)
-                        dphi[i] = cdf + z[i] * std::exp(T(-0.5) * z[i] * z[i]) /
-                                            std::sqrt(T(2) * Constants<T>::pi);
+                        dphi[i] =
+                            cdf + z[i] * std::exp(T(-0.5) * z[i] * z[i]) / std::sqrt(T(2) * Constants<T>::pi);
                     z[i] *= cdf;
                 }
                 break;
@@ -130,9 +126,7 @@ struct MLP {
     std::size_t n_layers() const { return weights.size(); }  // dense layers, L + 1
     Eigen::Index input_dim() const { return weights.front().cols(); }
     Eigen::Index n_outputs() const { return weights.back().rows(); }
-    T weight_scale(std::size_t m) const {
-        return T(w_std[m] / std::sqrt(double(weights[m].cols())));
-    }
+    T weight_scale(std::size_t m) const { return T(w_std[m] / std::sqrt(double(weights[m].cols()))); }
     T bias_scale(std::size_t m) const { return T(b_std[m]); }
 
     void validate() const {
@@ -149,8 +143,7 @@ struct MLP {
                 throw std::invalid_argument(layer + ": weight columns must equal the previous width");
             if (biases[m].size() != weights[m].rows())
                 throw std::invalid_argument(layer + ": bias length must equal the weight rows");
-            if (!(std::isfinite(w_std[m]) && w_std[m] >= 0.0 && std::isfinite(b_std[m]) &&
-                  b_std[m] >= 0.0))
+            if (!(std::isfinite(w_std[m]) && w_std[m] >= 0.0 && std::isfinite(b_std[m]) && b_std[m] >= 0.0))
                 throw std::invalid_argument(layer + ": W_std and b_std must be finite and >= 0");
         }
         Network net;
@@ -252,8 +245,7 @@ Forward<T> forward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, b
             auto z = m < layers ? out.h[m].middleRows(r0, rows) : out.output.middleRows(r0, rows);
             z.noalias() = out.h[m - 1].middleRows(r0, rows) * mlp.weights[m - 1].transpose();
             z *= mlp.weight_scale(m - 1);
-            if (mlp.b_std[m - 1] != 0.0)
-                z.rowwise() += mlp.bias_scale(m - 1) * mlp.biases[m - 1].transpose();
+            if (mlp.b_std[m - 1] != 0.0) z.rowwise() += mlp.bias_scale(m - 1) * mlp.biases[m - 1].transpose();
             if (!z.allFinite()) {
                 overflow[i0 / block] = m;
                 return;
@@ -265,9 +257,9 @@ Forward<T> forward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, b
     });
     const std::size_t first = *std::min_element(overflow.begin(), overflow.end());
     if (first <= layers)
-        detail::throw_overflow("the pre-activations of dense layer " + std::to_string(first) + " of " +
-                                   std::to_string(layers),
-                               mlp, detail::max_abs<T>(x));
+        detail::throw_overflow(
+            "the pre-activations of dense layer " + std::to_string(first) + " of " + std::to_string(layers),
+            mlp, detail::max_abs<T>(x));
     return out;
 }
 
@@ -276,8 +268,7 @@ namespace detail {
 // Backpropagated vectors B^m (m = 1..L) of every output, stacked: (N k) x n_m with row
 // i k + j holding d f_j(x_i) / d z^m.  Needs the forward pass with derivatives.
 template <class T>
-std::vector<RowMatrix<T>> backward_vectors(const MLP<T>& mlp, const Forward<T>& fw,
-                                           const GramOptions& opt) {
+std::vector<RowMatrix<T>> backward_vectors(const MLP<T>& mlp, const Forward<T>& fw, const GramOptions& opt) {
     const std::size_t hidden = mlp.n_layers() - 1;
     const Eigen::Index n = fw.output.rows(), k = mlp.n_outputs();
     std::vector<RowMatrix<T>> b(hidden);
@@ -321,8 +312,8 @@ enum class NtkOutput { trace, full };
 // result is exactly symmetric) into theta: N1 x N2 for `trace`, (N1 k) x (N2 k) for `full`.
 template <class T>
 void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
-                   const Eigen::Ref<const RowMatrix<T>>* x2, NtkOutput output,
-                   Eigen::Ref<RowMatrix<T>> theta, const GramOptions& opt = GramOptions()) {
+                   const Eigen::Ref<const RowMatrix<T>>* x2, NtkOutput output, Eigen::Ref<RowMatrix<T>> theta,
+                   const GramOptions& opt = GramOptions()) {
     mlp.validate();
     const bool symmetric = x2 == nullptr;
     const Eigen::Index k = mlp.n_outputs();
@@ -391,8 +382,7 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
             } else {
                 p.noalias() = u.middleRows(r0 * k, rows * k) * v.topRows(cols * k).transpose();
                 for (Eigen::Index i = 0; i < rows * k; ++i)
-                    for (Eigen::Index c = 0; c < cols * k; ++c)
-                        out(i, c) += p(i, c) * g(i / k, c / k);
+                    for (Eigen::Index c = 0; c < cols * k; ++c) out(i, c) += p(i, c) * g(i / k, c / k);
             }
         }
         overflow[i0 / block] = !out.allFinite();
@@ -413,8 +403,7 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
 // weights and biases of dense layer m + 1.
 template <class T>
 double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
-                     const Eigen::Ref<const RowMatrix<T>>& y,
-                     std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+                     const Eigen::Ref<const RowMatrix<T>>& y, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
                      std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt = GramOptions()) {
     mlp.validate();
     const std::size_t layers = mlp.n_layers();
@@ -456,9 +445,9 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
                                gb.segment(c0, cols) = bs * d.colwise().sum().transpose();
                            });
         if (!(gw.allFinite() && gb.allFinite()))
-            detail::throw_overflow("the loss gradient of dense layer " + std::to_string(m + 1) + " of " +
-                                       std::to_string(layers),
-                                   mlp, detail::max_abs<T>(x));
+            detail::throw_overflow(
+                "the loss gradient of dense layer " + std::to_string(m + 1) + " of " + std::to_string(layers),
+                mlp, detail::max_abs<T>(x));
         grad_w[m] = gw;
         grad_b[m] = gb;
         if (m == 0) break;

@@ -24,18 +24,17 @@ struct AtanPoly;
 template <>
 struct AtanPoly<double> {
     static constexpr std::size_t size = 11;
-    static constexpr double c[size] = {
-        -3.333333333333333e-1,  1.9999999999995521e-1,  -1.4285714284666543e-1,
-        1.1111111015256362e-1,  -9.0909045781239019e-2, 7.6921831908260866e-2,
-        -6.664511447381948e-2,  5.8581489128022099e-2,  -5.0854497379402599e-2,
-        3.9231658295587191e-2,  -1.9176887119062259e-2};
+    static constexpr double c[size] = {-3.333333333333333e-1, 1.9999999999995521e-1,  -1.4285714284666543e-1,
+                                       1.1111111015256362e-1, -9.0909045781239019e-2, 7.6921831908260866e-2,
+                                       -6.664511447381948e-2, 5.8581489128022099e-2,  -5.0854497379402599e-2,
+                                       3.9231658295587191e-2, -1.9176887119062259e-2};
 };
 
 template <>
 struct AtanPoly<float> {
     static constexpr std::size_t size = 5;
-    static constexpr float c[size] = {-3.33333318e-1f, 1.99995405e-1f, -1.42639556e-1f,
-                                      1.07437315e-1f, -6.45192821e-2f};
+    static constexpr float c[size] = {-3.33333318e-1f, 1.99995405e-1f, -1.42639556e-1f, 1.07437315e-1f,
+                                      -6.45192821e-2f};
 };
 
 template <class T, std::size_t N>
@@ -71,16 +70,15 @@ inline T atan2_nonneg(T y, T x) {
 template <class T>
 struct SinMinusTCos {
     static constexpr std::size_t size = 9;
-    static constexpr T c[size] = {
-        T(2.0L / 6.0L),
-        T(-4.0L / 120.0L),
-        T(6.0L / 5040.0L),
-        T(-8.0L / 362880.0L),
-        T(10.0L / 39916800.0L),
-        T(-12.0L / 6227020800.0L),
-        T(14.0L / 1307674368000.0L),
-        T(-16.0L / 355687428096000.0L),
-        T(18.0L / 121645100408832000.0L)};
+    static constexpr T c[size] = {T(2.0L / 6.0L),
+                                  T(-4.0L / 120.0L),
+                                  T(6.0L / 5040.0L),
+                                  T(-8.0L / 362880.0L),
+                                  T(10.0L / 39916800.0L),
+                                  T(-12.0L / 6227020800.0L),
+                                  T(14.0L / 1307674368000.0L),
+                                  T(-16.0L / 355687428096000.0L),
+                                  T(18.0L / 121645100408832000.0L)};
 };
 
 // sin(t) - t cos(t) for t in [0, pi/2], given sin(t) and cos(t): the series where the

@@ -72,8 +72,8 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
           Eigen::Ref<RowMatrix<T>> ntk, const GramOptions& opt = GramOptions()) {
     const KernelTiles<T> tiles(net, x1, x2, opt.should_stop);
     const std::size_t n1 = tiles.rows(), n2 = tiles.cols();
-    if (std::size_t(nngp.rows()) != n1 || std::size_t(nngp.cols()) != n2 ||
-        std::size_t(ntk.rows()) != n1 || std::size_t(ntk.cols()) != n2)
+    if (std::size_t(nngp.rows()) != n1 || std::size_t(nngp.cols()) != n2 || std::size_t(ntk.rows()) != n1 ||
+        std::size_t(ntk.cols()) != n2)
         throw std::invalid_argument("gram: output arrays must be N1 x N2");
     const bool symmetric = tiles.symmetric();
     const std::size_t tr = std::max<std::size_t>(1, opt.tile_rows);

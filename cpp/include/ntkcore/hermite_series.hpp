@@ -178,8 +178,8 @@ struct HermiteSeries {
                 const bool converged = tail.value <= tail_target && change.value <= tail_target;
                 if (!converged && next_degree(d) > max_auto_degree) {  // throws
                     const bool by_tail = tail.value >= change.value;
-                    report(std::max(tail.value, change.value), probe[std::size_t(by_tail ? tail.column : change.column)],
-                           d, layer_index);
+                    report(std::max(tail.value, change.value),
+                           probe[std::size_t(by_tail ? tail.column : change.column)], d, layer_index);
                 }
                 if (converged) break;
                 before = now;
@@ -195,13 +195,15 @@ struct HermiteSeries {
             if (at_limit) {
                 const bool by_tail = tail.value >= change.value;
                 report(std::max(tail.value, change.value),
-                       by_tail ? q[std::size_t(tail.column)] : probe[std::size_t(change.column)], d, layer_index);
+                       by_tail ? q[std::size_t(tail.column)] : probe[std::size_t(change.column)], d,
+                       layer_index);
                 break;
             }
             d = next_degree(d);
         }
-        const std::size_t terms =
-            fn->degree ? d : std::max(detail::rows_needed(layer.coef, 1e-8), detail::rows_needed(layer.dcoef, 1e-8));
+        const std::size_t terms = fn->degree ? d
+                                             : std::max(detail::rows_needed(layer.coef, 1e-8),
+                                                        detail::rows_needed(layer.dcoef, 1e-8));
         layer.terms = terms;
         layer.coef.conservativeResize(Eigen::Index(terms), Eigen::NoChange);
         layer.dcoef.conservativeResize(Eigen::Index(terms), Eigen::NoChange);
@@ -219,7 +221,8 @@ struct HermiteSeries {
     // The larger relative tail beyond 3/4 of the degree, of phi's and of phi''s coefficients.
     static detail::Tail worst_tail(const SeriesLayer& layer, std::size_t d) {
         const Eigen::Index last = Eigen::Index(3 * d / 4);
-        const detail::Tail a = detail::relative_tail(layer.coef, last), b = detail::relative_tail(layer.dcoef, last);
+        const detail::Tail a = detail::relative_tail(layer.coef, last),
+                           b = detail::relative_tail(layer.dcoef, last);
         return a.value >= b.value ? a : b;
     }
 
@@ -264,7 +267,8 @@ struct HermiteSeries {
         fn->warn(text);
     }
 
-    void fill(const HermiteRule& rule, const std::vector<double>& q, SeriesLayer& layer, StopSignal& stop) const {
+    void fill(const HermiteRule& rule, const std::vector<double>& q, SeriesLayer& layer,
+              StopSignal& stop) const {
         const int threads = fn->thread_safe ? 0 : 1;
         detail::hermite_coefficients(rule, q, fn->phi, "phi", threads, layer.coef, stop);
         if (fn->dphi)

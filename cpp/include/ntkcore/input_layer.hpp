@@ -51,9 +51,9 @@ constexpr double collinear_threshold = 1.0 / 16.0;
 // The GEMM values serve all but the nearly (anti)collinear pairs, which a second, rarely
 // taken pass recomputes from unit vectors.
 template <class T>
-void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Index i0,
-                 Eigen::Index j0, std::size_t rows, std::size_t cols, const T* dots,
-                 const Recursion<T>& rec, T* c, T* d, T* theta) {
+void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Index i0, Eigen::Index j0,
+                 std::size_t rows, std::size_t cols, const T* dots, const Recursion<T>& rec, T* c, T* d,
+                 T* theta) {
     const T inv_dim = T(1) / T(p1.x.cols());
     const T w = rec.input_w, b = rec.input_b;
     const T keep = T(1.0 - collinear_threshold);

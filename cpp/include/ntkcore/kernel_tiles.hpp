@@ -27,19 +27,33 @@ namespace detail {
 template <class T, class F>
 void visit_family(const Activation& act, F&& body) {
     switch (act.family) {
-        case Family::ab_relu: body(ABRelu<T>(act)); break;
-        case Family::sign: body(Sign<T>(act)); break;
-        case Family::erf: body(Erf<T>(act)); break;
-        case Family::sin: body(Sin<T>(act)); break;
-        case Family::gelu: body(Gelu<T>(act)); break;
-        case Family::rectified_monomial: body(RectifiedMonomial<T>(act)); break;
-        case Family::numerical: body(HermiteSeries<T>(act)); break;
+        case Family::ab_relu:
+            body(ABRelu<T>(act));
+            break;
+        case Family::sign:
+            body(Sign<T>(act));
+            break;
+        case Family::erf:
+            body(Erf<T>(act));
+            break;
+        case Family::sin:
+            body(Sin<T>(act));
+            break;
+        case Family::gelu:
+            body(Gelu<T>(act));
+            break;
+        case Family::rectified_monomial:
+            body(RectifiedMonomial<T>(act));
+            break;
+        case Family::numerical:
+            body(HermiteSeries<T>(act));
+            break;
     }
 }
 
 template <class T>
-LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, std::size_t l,
-                            std::size_t i0, std::size_t j0, const Recursion<T>& rec) {
+LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, std::size_t l, std::size_t i0,
+                            std::size_t j0, const Recursion<T>& rec) {
     const std::size_t o1 = l * s1.n + i0, o2 = l * s2.n + j0;
     LayerInputs<T> in{s1.r.data() + o1,  s2.r.data() + o2,  s1.ir.data() + o1,
                       s2.ir.data() + o2, s1.q.data() + o1,  s2.q.data() + o2,
@@ -64,8 +78,8 @@ LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, 
 // 2^e as a factor of type T, or 0 when it is not a normal number of T.
 template <class T>
 T power_of_two(int e) {
-    const bool normal = e >= std::numeric_limits<T>::min_exponent - 1 &&
-                        e < std::numeric_limits<T>::max_exponent;
+    const bool normal =
+        e >= std::numeric_limits<T>::min_exponent - 1 && e < std::numeric_limits<T>::max_exponent;
     return normal ? T(std::ldexp(1.0, e)) : T(0);
 }
 
@@ -123,8 +137,8 @@ public:
     // row-major n_rows x n_cols, in true units.  In the symmetric case, entries on the main
     // diagonal come from the per-point recursion.  Deep networks poll `stop` every few
     // layers (Interrupted), so that one tile does not delay an interruption.
-    void compute(std::size_t i0, std::size_t j0, std::size_t n_rows, std::size_t n_cols,
-                 TileWorkspace<T>& ws, StopSignal* stop = nullptr) const {
+    void compute(std::size_t i0, std::size_t j0, std::size_t n_rows, std::size_t n_cols, TileWorkspace<T>& ws,
+                 StopSignal* stop = nullptr) const {
         if (i0 + n_rows > rows() || j0 + n_cols > cols())
             throw std::out_of_range("kernel tiles: block outside the Gram matrix");
         const std::size_t n = n_rows * n_cols;
@@ -133,8 +147,8 @@ public:
         Eigen::Map<RowMatrix<T>> block(ws.dots.data(), Eigen::Index(n_rows), Eigen::Index(n_cols));
         block.noalias() = p1_.x.middleRows(Eigen::Index(i0), Eigen::Index(n_rows)) *
                           p2.x.middleRows(Eigen::Index(j0), Eigen::Index(n_cols)).transpose();
-        detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols,
-                            ws.dots.data(), rec_, ws.c.data(), ws.d.data(), ws.theta.data());
+        detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols, ws.dots.data(), rec_,
+                            ws.c.data(), ws.d.data(), ws.theta.data());
         detail::visit_family<T>(net_.activation, [&](const auto& act) {
             for (std::size_t l = 0; l < net_.depth(); ++l) {
                 if (stop && l % 16 == 15) stop->check();

@@ -19,11 +19,11 @@ enum class Padding { valid, same, circular };
 
 struct Layer {
     LayerKind kind = LayerKind::dense;
-    double w_var = 1.0, b_var = 0.0;             // dense, conv: sigma_w^2, sigma_b^2
-    std::array<std::size_t, 2> window{1, 1};     // conv filter / pooling window (H, W)
+    double w_var = 1.0, b_var = 0.0;          // dense, conv: sigma_w^2, sigma_b^2
+    std::array<std::size_t, 2> window{1, 1};  // conv filter / pooling window (H, W)
     std::array<std::size_t, 2> strides{1, 1};
     Padding padding = Padding::valid;
-    Activation activation;                       // activation layers
+    Activation activation;  // activation layers
 };
 
 // The positions of one input at one layer: an h x w grid, or one position after a readout.
@@ -49,7 +49,8 @@ inline std::size_t window_count(std::size_t size, std::size_t window, std::size_
 }
 
 // Input position of tap t for output o, at [o * window + t]; -1 for a zero-padded position.
-inline std::vector<long> window_index(std::size_t size, std::size_t window, std::size_t stride, Padding padding) {
+inline std::vector<long> window_index(std::size_t size, std::size_t window, std::size_t stride,
+                                      Padding padding) {
     const std::size_t out = window_count(size, window, stride, padding);
     long before = 0;
     if (padding != Padding::valid) {
@@ -82,13 +83,17 @@ inline std::vector<Grid> layer_grids(const std::vector<Layer>& layers, Grid inpu
             case LayerKind::conv:
             case LayerKind::avg_pool: {
                 if (!g.spatial)
-                    throw std::invalid_argument(detail::layer_name(layers, l) +
-                                                " needs spatial positions: the inputs are vectors or a readout came before");
-                const std::size_t h = detail::window_count(g.h, layer.window[0], layer.strides[0], layer.padding);
-                const std::size_t w = detail::window_count(g.w, layer.window[1], layer.strides[1], layer.padding);
+                    throw std::invalid_argument(
+                        detail::layer_name(layers, l) +
+                        " needs spatial positions: the inputs are vectors or a readout came before");
+                const std::size_t h =
+                    detail::window_count(g.h, layer.window[0], layer.strides[0], layer.padding);
+                const std::size_t w =
+                    detail::window_count(g.w, layer.window[1], layer.strides[1], layer.padding);
                 if (h == 0 || w == 0)
-                    throw std::invalid_argument(detail::layer_name(layers, l) + ": the " + std::to_string(g.h) + " x " +
-                                                std::to_string(g.w) + " grid is smaller than the window under VALID padding");
+                    throw std::invalid_argument(detail::layer_name(layers, l) + ": the " +
+                                                std::to_string(g.h) + " x " + std::to_string(g.w) +
+                                                " grid is smaller than the window under VALID padding");
                 g.h = h;
                 g.w = w;
                 break;
@@ -96,8 +101,9 @@ inline std::vector<Grid> layer_grids(const std::vector<Layer>& layers, Grid inpu
             case LayerKind::global_avg_pool:
             case LayerKind::flatten:
                 if (!g.spatial)
-                    throw std::invalid_argument(detail::layer_name(layers, l) +
-                                                " needs spatial positions: the inputs are vectors or a readout came before");
+                    throw std::invalid_argument(
+                        detail::layer_name(layers, l) +
+                        " needs spatial positions: the inputs are vectors or a readout came before");
                 g = Grid{1, 1, false};
                 break;
             case LayerKind::dense:
@@ -107,22 +113,27 @@ inline std::vector<Grid> layer_grids(const std::vector<Layer>& layers, Grid inpu
         grids.push_back(g);
     }
     if (grids.back().spatial)
-        throw std::invalid_argument("layer network: must end in a readout (GlobalAvgPool or Flatten) for spatial inputs");
+        throw std::invalid_argument(
+            "layer network: must end in a readout (GlobalAvgPool or Flatten) for spatial inputs");
     return grids;
 }
 
 inline void validate_layers(const std::vector<Layer>& layers) {
     for (std::size_t l = 0; l < layers.size(); ++l) {
         const Layer& layer = layers[l];
-        if (!(std::isfinite(layer.w_var) && layer.w_var >= 0.0 && std::isfinite(layer.b_var) && layer.b_var >= 0.0))
-            throw std::invalid_argument(detail::layer_name(layers, l) + ": variances must be finite and >= 0");
+        if (!(std::isfinite(layer.w_var) && layer.w_var >= 0.0 && std::isfinite(layer.b_var) &&
+              layer.b_var >= 0.0))
+            throw std::invalid_argument(detail::layer_name(layers, l) +
+                                        ": variances must be finite and >= 0");
         for (int a = 0; a < 2; ++a)
             if (layer.window[a] < 1 || layer.strides[a] < 1)
-                throw std::invalid_argument(detail::layer_name(layers, l) + ": windows and strides must be >= 1");
+                throw std::invalid_argument(detail::layer_name(layers, l) +
+                                            ": windows and strides must be >= 1");
         if (layer.kind == LayerKind::activation) {
             if (layer.activation.family == Family::numerical)
-                throw std::invalid_argument(detail::layer_name(layers, l) +
-                                            ": Gauss-Hermite activations are not available in layer networks yet");
+                throw std::invalid_argument(
+                    detail::layer_name(layers, l) +
+                    ": Gauss-Hermite activations are not available in layer networks yet");
             Network probe;  // the activation checks of a one-layer fully-connected network
             probe.activation = layer.activation;
             probe.w_var = {1.0};

@@ -63,8 +63,7 @@ struct Network {
             throw std::invalid_argument(
                 "network: w_var and b_var need the same number (depth + 1 >= 1) of entries");
         for (std::size_t l = 0; l < w_var.size(); ++l) {
-            if (!(std::isfinite(w_var[l]) && w_var[l] >= 0.0 && std::isfinite(b_var[l]) &&
-                  b_var[l] >= 0.0))
+            if (!(std::isfinite(w_var[l]) && w_var[l] >= 0.0 && std::isfinite(b_var[l]) && b_var[l] >= 0.0))
                 throw std::invalid_argument("network: variances of layer " + std::to_string(l) +
                                             " must be finite and >= 0");
         }

@@ -35,8 +35,8 @@ template <class T>
 using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 
 struct OperatorOptions {
-    int n_threads = 0;             // 0: as many as OpenMP offers
-    std::size_t tile = 0;          // rows per panel or tile edge; 0: a default per operator
+    int n_threads = 0;                  // 0: as many as OpenMP offers
+    std::size_t tile = 0;               // rows per panel or tile edge; 0: a default per operator
     std::function<bool()> should_stop;  // polled between tiles; true ends with Interrupted
 };
 
@@ -92,9 +92,10 @@ public:
     template <class Tile>
     void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y, double scale, int threads,
                const std::function<bool()>& should_stop, Tile&& tile) const {
-        scaled_product<T>(x, y, scale, [&](const Eigen::Ref<const ColMatrix<T>>& xs, Eigen::Ref<ColMatrix<T>> ys) {
-            sum_tiles(xs, ys, threads, should_stop, tile);
-        });
+        scaled_product<T>(x, y, scale,
+                          [&](const Eigen::Ref<const ColMatrix<T>>& xs, Eigen::Ref<ColMatrix<T>> ys) {
+                              sum_tiles(xs, ys, threads, should_stop, tile);
+                          });
     }
 
 private:
@@ -168,7 +169,8 @@ public:
         const int threads = detail::resolve_threads(opt_.n_threads, small ? 1 : pass_.slots());
         pass_.apply(x, y, scale_, threads, opt_.should_stop,
                     [&](std::size_t i0, std::size_t j0, std::size_t rows, std::size_t cols, int) {
-                        return a_.block(Eigen::Index(i0), Eigen::Index(j0), Eigen::Index(rows), Eigen::Index(cols));
+                        return a_.block(Eigen::Index(i0), Eigen::Index(j0), Eigen::Index(rows),
+                                        Eigen::Index(cols));
                     });
         ++passes_;
     }
@@ -214,8 +216,9 @@ public:
                     [&](std::size_t i0, std::size_t j0, std::size_t rows, std::size_t cols, int id) {
                         TileWorkspace<T>& ws = workspaces_[std::size_t(id)];
                         tiles_.compute(i0, j0, rows, cols, ws);
-                        return Eigen::Map<const RowMatrix<T>>(kind_ == KernelKind::ntk ? ws.theta.data() : ws.c.data(),
-                                                              Eigen::Index(rows), Eigen::Index(cols));
+                        return Eigen::Map<const RowMatrix<T>>(
+                            kind_ == KernelKind::ntk ? ws.theta.data() : ws.c.data(), Eigen::Index(rows),
+                            Eigen::Index(cols));
                     });
         ++passes_;
     }
@@ -289,15 +292,17 @@ public:
         for (int attempt = 0;; ++attempt) {
             // The factor is the only copy.  A is symmetric, so its row-major storage read as
             // column-major is A itself: a straight copy, no transposition.
-            factor_ = (Eigen::Map<const ColMatrix<T>, 0, Eigen::OuterStride<>>(a.data(), n, n,
-                                                                                Eigen::OuterStride<>(a.outerStride())) *
+            factor_ = (Eigen::Map<const ColMatrix<T>, 0, Eigen::OuterStride<>>(
+                           a.data(), n, n, Eigen::OuterStride<>(a.outerStride())) *
                        T(scale))
                           .template cast<F>();
             factor_.diagonal().array() += F(shift_);
             if (detail::cholesky_in_place(factor_, opt_.n_threads, opt_.should_stop)) break;
             if (attempt + 1 >= max_tries)
-                throw std::domain_error("cholesky inverse: the matrix is not positive definite even after "
-                                        "shifting by " + std::to_string(shift_ / scale));
+                throw std::domain_error(
+                    "cholesky inverse: the matrix is not positive definite even after "
+                    "shifting by " +
+                    std::to_string(shift_ / scale));
             const double first = double(n) * double(std::numeric_limits<F>::epsilon()) *
                                  std::max(diag, double(std::numeric_limits<F>::min()));
             shift_ = shift_ > 0 ? 10.0 * shift_ : first;
@@ -354,8 +359,8 @@ public:
 private:
     OperatorOptions opt_;
     double shift_;
-    static constexpr Eigen::Index nb_ = 256;  // block rows of the substitutions
-    ColMatrix<F> factor_;  // L in the lower triangle
+    static constexpr Eigen::Index nb_ = 256;     // block rows of the substitutions
+    ColMatrix<F> factor_;                        // L in the lower triangle
     mutable ColMatrix<F> work_;                  // the block being solved
     mutable std::vector<ColMatrix<F>> partial_;  // per-chunk products of the backward sweep, in chunk order
     mutable std::size_t passes_ = 0;

@@ -109,8 +109,7 @@ void parallel_tiles(std::size_t count, int threads, StopSignal& stop, Body&& bod
 }
 
 template <class Body>
-void parallel_tiles(std::size_t count, int threads, const std::function<bool()>& should_stop,
-                    Body&& body) {
+void parallel_tiles(std::size_t count, int threads, const std::function<bool()>& should_stop, Body&& body) {
     StopSignal stop(should_stop);
     parallel_tiles(count, threads, stop, std::forward<Body>(body));
 }

@@ -31,10 +31,10 @@ namespace ntkcore {
 template <class T>
 struct PointStates {
     std::size_t n = 0;
-    std::vector<T> q;   // scaled variance, (depth + 1) x n
-    std::vector<T> r;   // its square root
-    std::vector<T> ir;  // 1 / r, 0 where r = 0
-    std::vector<T> ra;  // sqrt of the variance after each activation, depth x n (true units)
+    std::vector<T> q;               // scaled variance, (depth + 1) x n
+    std::vector<T> r;               // its square root
+    std::vector<T> ir;              // 1 / r, 0 where r = 0
+    std::vector<T> ra;              // sqrt of the variance after each activation, depth x n (true units)
     std::vector<double> nngp, ntk;  // K(x, x) and Theta(x, x), true units
     // Hermite series only, per activation layer: coefficients of phi and phi', terms x n.
     std::vector<std::vector<T>> coef, dcoef;
@@ -42,11 +42,11 @@ struct PointStates {
 
 template <class T>
 struct Recursion {
-    std::vector<int> exponent;         // e_l, l = 0..depth
-    T input_w = T(0), input_b = T(0);  // first dense layer, scaled
+    std::vector<int> exponent;                        // e_l, l = 0..depth
+    T input_w = T(0), input_b = T(0);                 // first dense layer, scaled
     T input_sigma_ntk = T(0), input_bias_ntk = T(0);  // its NTK: (w, b) or (dim, [b_std > 0])
-    std::vector<DenseStep<T>> dense;   // the dense layer after activation l, l < depth
-    std::vector<T> scale;              // 2^e_l as T (erf needs true variances)
+    std::vector<DenseStep<T>> dense;                  // the dense layer after activation l, l < depth
+    std::vector<T> scale;                             // 2^e_l as T (erf needs true variances)
     // Hermite series only, per activation layer: the terms kept, and a_k^2, b_k^2 when every
     // point shares its coefficients (else empty).
     std::vector<std::size_t> terms;
@@ -87,8 +87,8 @@ inline void check_range(const std::vector<double>& values, const std::string& wh
         if (!(std::abs(v) <= limit)) {
             char text[64];
             std::snprintf(text, sizeof text, " (%.3g, the largest representable is %.3g)", v, limit);
-            throw std::overflow_error("kernels overflow: " + what + " exceeds the floating-point range" + text +
-                                      "; lower W_std or the depth");
+            throw std::overflow_error("kernels overflow: " + what + " exceeds the floating-point range" +
+                                      text + "; lower W_std or the depth");
         }
     }
 }
@@ -118,10 +118,12 @@ void store_series(const SeriesLayer& layer, const std::vector<PointStates<T>*>& 
     Eigen::Index offset = 0;
     for (PointStates<T>* st : states) {
         const Eigen::Index n = Eigen::Index(st->n);
-        for (auto [table, out] : {std::make_pair(&layer.coef, &st->coef), std::make_pair(&layer.dcoef, &st->dcoef)}) {
+        for (auto [table, out] :
+             {std::make_pair(&layer.coef, &st->coef), std::make_pair(&layer.dcoef, &st->dcoef)}) {
             out->emplace_back(layer.shared ? 0 : std::size_t(terms * n));
             if (!layer.shared)
-                Eigen::Map<Rows>(out->back().data(), terms, n) = table->middleCols(offset, n).template cast<T>();
+                Eigen::Map<Rows>(out->back().data(), terms, n) =
+                    table->middleCols(offset, n).template cast<T>();
         }
         offset += n;
     }
@@ -233,10 +235,9 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         rec.exponent[l + 1] = e_out;
         const double w_scaled = std::ldexp(w, e_act - e_out), b_scaled = std::ldexp(b, -e_out);
         const auto ntk = ntk_terms(w_scaled, b_scaled, l + 1, e_act, e_out);
-        DenseStep<double> step{w_scaled, b_scaled, std::ldexp(w, e_in - e_out), ntk.first,
-                               ntk.second};
-        rec.dense.push_back(DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk), T(step.sigma_ntk),
-                                         T(step.bias_ntk)});
+        DenseStep<double> step{w_scaled, b_scaled, std::ldexp(w, e_in - e_out), ntk.first, ntk.second};
+        rec.dense.push_back(
+            DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk), T(step.sigma_ntk), T(step.bias_ntk)});
         for (std::size_t i = 0; i < q.size(); ++i) {
             q[i] = step.w * act_q[i] + step.b;
             theta[i] = (step.sigma_ntk * act_q[i] + step.bias_ntk) + step.w_ntk * tdot[i] * theta[i];
@@ -255,8 +256,8 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
         }
         // One point set: a symmetric Gram or a diagonal, whose output holds these values in T.
         // Two sets: a cross kernel, whose entries may stay in range when these do not.
-        const double limit = states.size() == 1 ? double(std::numeric_limits<T>::max())
-                                                : std::numeric_limits<double>::max();
+        const double limit =
+            states.size() == 1 ? double(std::numeric_limits<T>::max()) : std::numeric_limits<double>::max();
         detail::check_range(st->nngp, "K(x, x)", limit);
         detail::check_range(st->ntk, "Theta(x, x)", limit);
         offset += st->n;

@@ -89,7 +89,7 @@ struct EigenResult {
     // Some wanted pair stopped at the rounding floor (rounding_floor, times ||A||) above its
     // own tolerance (tol, or the floor, times its scale): rounding hides it.
     bool rounding_limited = false;
-    double shift = 0.0;          // of the Cholesky factor (smallest eigenpairs of dense matrices)
+    double shift = 0.0;  // of the Cholesky factor (smallest eigenpairs of dense matrices)
 };
 
 namespace detail {
@@ -158,7 +158,8 @@ void normalize_columns(Eigen::Ref<ColMatrix<T>> r) {
 // repeating while a pass removes most of the column.  A column that vanishes (it lay in the
 // span already, to rounding) is replaced by a random direction.
 template <class T>
-void orthonormalize(const Eigen::Ref<const ColMatrix<T>>& v, Eigen::Ref<ColMatrix<T>> r, std::mt19937_64& rng) {
+void orthonormalize(const Eigen::Ref<const ColMatrix<T>>& v, Eigen::Ref<ColMatrix<T>> r,
+                    std::mt19937_64& rng) {
     const double eps = double(std::numeric_limits<T>::epsilon());
     Eigen::Matrix<T, Eigen::Dynamic, 1> original = r.colwise().norm().transpose();
     if (v.cols() > 0)
@@ -193,12 +194,13 @@ void orthonormalize(const Eigen::Ref<const ColMatrix<T>>& v, Eigen::Ref<ColMatri
 // The k eigenpairs of the symmetric operator `op` at the `which` end of its spectrum.
 // `start` (optional, N x s): directions for the first block (the rest of it is random).
 template <class T, class Op>
-EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const EigenOptions& opt = EigenOptions(),
-                             const ColMatrix<T>* start = nullptr) {
+EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which,
+                             const EigenOptions& opt = EigenOptions(), const ColMatrix<T>* start = nullptr) {
     const std::size_t n = op.size();
     if (n == 0) throw std::invalid_argument("eigen solver: empty operator");
     if (k < 1 || k > n) throw std::invalid_argument("eigen solver: k must be in [1, N]");
-    std::size_t b = opt.block_size ? opt.block_size : std::min<std::size_t>(64, std::max<std::size_t>(4, k + k / 2));
+    std::size_t b =
+        opt.block_size ? opt.block_size : std::min<std::size_t>(64, std::max<std::size_t>(4, k + k / 2));
     b = std::min(b, n);
     std::size_t m = opt.max_basis ? opt.max_basis : std::max<std::size_t>({120, 10 * b, 2 * k + 2 * b});
     m = std::min(m, n);
@@ -225,8 +227,9 @@ EigenResult<T> block_lanczos(const Op& op, std::size_t k, Which which, const Eig
         ++passes;
         const ColMatrix<T> g = v.leftCols(c + bq).transpose() * w.middleCols(c, bq);
         if (!g.allFinite())
-            throw std::overflow_error("eigen solver: applying the operator overflows (an eigenvalue exceeds the "
-                                      "largest finite number of the working precision)");
+            throw std::overflow_error(
+                "eigen solver: applying the operator overflows (an eigenvalue exceeds the "
+                "largest finite number of the working precision)");
         h.block(0, c, c + bq, bq) = g.template cast<double>();
         h.block(c, 0, bq, c) = h.block(0, c, c, bq).transpose();
         const Eigen::MatrixXd diag = h.block(c, c, bq, bq);
@@ -340,7 +343,8 @@ void refine_with(const Op& op, EigenResult<T>& r) {
     }
     std::vector<Eigen::Index> order(static_cast<std::size_t>(k));
     for (Eigen::Index i = 0; i < k; ++i) order[std::size_t(i)] = i;
-    std::sort(order.begin(), order.end(), [&](Eigen::Index a, Eigen::Index b) { return r.values[a] < r.values[b]; });
+    std::sort(order.begin(), order.end(),
+              [&](Eigen::Index a, Eigen::Index b) { return r.values[a] < r.values[b]; });
     EigenResult<T> sorted = r;
     for (Eigen::Index i = 0; i < k; ++i) {
         sorted.values[i] = r.values[order[std::size_t(i)]];
@@ -355,8 +359,9 @@ namespace detail {
 // The k smallest eigenpairs of the PSD matrix scale a (scale a power of two, op = scale a),
 // from the largest of (scale a - sigma I)^-1 (Cholesky): see dense_eigenpairs.
 template <class T>
-EigenResult<T> smallest_dense(const Eigen::Ref<const RowMatrix<T>>& a, double scale, const DenseOperator<T>& op,
-                              std::size_t k, const EigenOptions& opt, const OperatorOptions& op_opt) {
+EigenResult<T> smallest_dense(const Eigen::Ref<const RowMatrix<T>>& a, double scale,
+                              const DenseOperator<T>& op, std::size_t k, const EigenOptions& opt,
+                              const OperatorOptions& op_opt) {
     const double tol = opt.tol > 0 ? opt.tol : default_tolerance<T>();
     const double rough = 1e-2;
     // The inverse is applied with errors of about eps ||inverse||, so a wanted pair whose
@@ -458,7 +463,8 @@ template <class T>
 EigenResult<T> dense_eigenpairs(const Eigen::Ref<const RowMatrix<T>>& a, std::size_t k, Which which,
                                 const EigenOptions& opt = EigenOptions(),
                                 const OperatorOptions& op_opt = OperatorOptions()) {
-    const double magnitude = opt.magnitude > 0 || a.size() == 0 ? opt.magnitude : double(a.cwiseAbs().maxCoeff());
+    const double magnitude =
+        opt.magnitude > 0 || a.size() == 0 ? opt.magnitude : double(a.cwiseAbs().maxCoeff());
     const int e = detail::scale_exponent<T>(magnitude);
     const double scale = std::ldexp(1.0, -e);
     const DenseOperator<T> op(a, scale, op_opt);

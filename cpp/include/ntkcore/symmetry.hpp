@@ -18,8 +18,8 @@
 namespace ntkcore {
 
 struct SymmetryReport {
-    double max_abs = 0.0;        // max |a_ij| over the finite entries
-    double max_asymmetry = 0.0;  // max |a_ij - a_ji|
+    double max_abs = 0.0;                              // max |a_ij| over the finite entries
+    double max_asymmetry = 0.0;                        // max |a_ij - a_ji|
     long long nonfinite_row = -1, nonfinite_col = -1;  // the first non-finite entry, if any
 
     void add_nonfinite(long long row, long long col) {
