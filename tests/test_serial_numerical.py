@@ -50,6 +50,9 @@ def test_series_equals_the_closed_form(numerical, closed, readout):
     for a, b in ((x, None), (x[:2], x[2:])):
         _close(series.kernels(a, b), exact.kernels(a, b), 1e-13)
     np.testing.assert_allclose(series.diagonal(x).ntk, exact.diagonal(x).ntk, rtol=1e-13)
+    if isinstance(readout, L.GlobalAvgPool):  # grids of two sizes: one table over both sets
+        y = RNG.standard_normal((3, 4, 7, 2)) * 1.5
+        _close(series.kernels(x, y), exact.kernels(x, y), 1e-13)
 
 
 ONE_POSITION = ["tanh", "sigmoid", "softplus", "silu", "mish", Numerical(np.tanh), Numerical(np.sin, dfn=np.cos)]
@@ -178,3 +181,17 @@ def test_symmetric_psd_and_consistent_diagonal():
         np.testing.assert_array_equal(m, m.T)
         np.testing.assert_allclose(np.diag(m), getattr(diag, name), rtol=1e-15)
         assert np.linalg.eigvalsh(m).min() > -1e-13 * np.abs(m).max()
+
+
+@pytest.mark.parametrize(
+    "fn, error, match",
+    [
+        (lambda z: z[:-1], ValueError, r"fn must return an array of the argument's shape"),
+        (lambda z: "tanh", TypeError, "fn must return a real numpy array"),
+        (lambda z: np.where(z > 2, np.nan, z), ValueError, "phi is not finite at some Gauss-Hermite node"),
+    ],
+)
+def test_bad_callables_raise_clearly(fn, error, match):
+    net = ntkcore.serial(L.Conv((3, 3), padding="SAME"), Numerical(fn), L.Flatten(), L.Dense())
+    with pytest.raises(error, match=match):
+        net.kernels(RNG.standard_normal((3, 4, 4, 1)))

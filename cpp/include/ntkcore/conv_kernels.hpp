@@ -161,8 +161,6 @@ public:
     std::size_t rows() const { return std::size_t(x1_.rows()); }
     std::size_t cols() const { return std::size_t(x2_.rows()); }
     bool symmetric() const { return symmetric_; }
-    // Whether pairs carry only the spatial diagonal (no pooling, one grid).
-    bool spatial_diagonal() const { return diagonal_; }
 
     // Each input's own chain, for every input of both sets, on `threads` threads; in stages
     // ending before each Gauss-Hermite activation, whose series is tabulated in between.
@@ -749,7 +747,7 @@ private:
     bool symmetric_;
     std::size_t channels_;
     std::vector<Grid> grids1_, grids2_;
-    bool diagonal_ = false;
+    bool diagonal_ = false;  // pairs carry only the spatial diagonal (no pooling, one grid)
     std::array<std::vector<detail::LayerTaps>, 2> taps_;  // per layer, for the grids of x1 and of x2
     std::vector<std::size_t> terms_;                      // series terms of each Gauss-Hermite activation
     std::size_t largest_ = 1;
