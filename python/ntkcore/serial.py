@@ -149,7 +149,8 @@ def serial(*layers) -> Serial:
     and positions of that layer, with the accuracy policy of ``Numerical``
     (:class:`~ntkcore.activations.AccuracyError` naming the layer, or an
     :class:`~ntkcore.activations.AccuracyWarning` for a fixed ``deg``).  Memory: per such
-    layer, N x P x K coefficients of phi and of phi' (K terms, at most the degree).
+    layer, N x P x K coefficients of phi and of phi' (K terms, at most the degree; in
+    float64 while they are computed, then in ``dtype``).
 
     Without pooling (no AvgPool or GlobalAvgPool, hence a Flatten readout) and with one
     grid for x1 and x2, only the spatial diagonal ``Sigma[p, p]`` is ever needed (SPEC
