@@ -126,10 +126,12 @@ def test_the_degree_comes_from_every_image_and_position():
 
 
 def test_fixed_degree_warns_naming_the_layer():
-    net = ntkcore.serial(L.Conv((3, 3), W_std=1.5), Numerical("tanh", deg=25), L.GlobalAvgPool(), L.Dense())
+    low = Numerical("tanh", deg=25)
+    net = ntkcore.serial(L.Conv((3, 3), W_std=1.5), low, L.Conv((1, 1), W_std=1.5), low, L.GlobalAvgPool(), L.Dense())
     x = RNG.standard_normal((3, 5, 5, 2))
-    with pytest.warns(AccuracyWarning, match=r"fixed degree 25 .*at layer 1"):
+    with pytest.warns(AccuracyWarning, match=r"fixed degree 25 .*at layer 1") as record:
         net.kernels(x)
+    assert len(record) == 1  # the first such layer only, as for FullyConnected
     with warnings.catch_warnings():
         warnings.simplefilter("error", AccuracyWarning)
         with pytest.raises(AccuracyWarning):

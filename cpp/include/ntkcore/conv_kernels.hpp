@@ -167,6 +167,7 @@ public:
     void prepare(int threads, const std::function<bool()>& should_stop) {
         StopSignal stop(should_stop);
         const std::size_t L = layers_.size();
+        series_warned_ = false;
         chains1_.assign(rows(), {});
         chains2_.assign(symmetric_ ? 0 : cols(), {});
         for (auto* chains : {&chains1_, &chains2_})
@@ -261,12 +262,14 @@ private:
     // The series of Gauss-Hermite activation l for every (input, position) of both sets, its
     // degree chosen from the extreme variances of all of them; each chain keeps its columns.
     void tabulate(std::size_t l, StopSignal& stop) {
-        const HermiteSeries<T> series(layers_[l].activation);
+        HermiteSeries<T> series(layers_[l].activation);
+        series.warned = series_warned_;  // a fixed degree's warning names the first layer only
         std::vector<double> q;
         for (const auto* chains : {&chains1_, &chains2_})
             for (const auto& chain : *chains) q.insert(q.end(), chain.q[l].begin(), chain.q[l].end());
         detail::check_range(q, "the variance before " + detail::layer_name(layers_, l));
         const SeriesLayer table = series.tabulate(q, l, stop);
+        series_warned_ = series.warned;
         terms_[l] = table.terms;
         using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
         const Eigen::Index terms = Eigen::Index(table.terms);
@@ -750,7 +753,8 @@ private:
     std::vector<Grid> grids1_, grids2_;
     bool diagonal_ = false;  // pairs carry only the spatial diagonal (no pooling, one grid)
     std::array<std::vector<detail::LayerTaps>, 2> taps_;  // per layer, for the grids of x1 and of x2
-    std::vector<std::size_t> terms_;                      // series terms of each Gauss-Hermite activation
+    bool series_warned_ = false;
+    std::vector<std::size_t> terms_;  // series terms of each Gauss-Hermite activation
     std::size_t largest_ = 1;
     std::vector<detail::InputChain<T>> chains1_, chains2_;
 };
