@@ -18,6 +18,7 @@ from ntkcore import layers as L
 from ntkcore import reference
 from ntkcore.activations import AccuracyError, AccuracyWarning, Erf, Gelu, Numerical, Sin
 from test_layers import _natural_error
+from test_numerical_limits import seconds_to_interrupt
 
 RNG = np.random.default_rng(23)
 
@@ -197,3 +198,12 @@ def test_bad_callables_raise_clearly(fn, error, match):
     net = ntkcore.serial(L.Conv((3, 3), padding="SAME"), Numerical(fn), L.Flatten(), L.Dense())
     with pytest.raises(error, match=match):
         net.kernels(RNG.standard_normal((3, 4, 4, 1)))
+
+
+def test_ctrl_c_during_the_chains_and_the_pairs():
+    """The per-image chains (staged around the series) and the pair loop poll for Ctrl-C."""
+    x = RNG.standard_normal((400, 8, 8, 1))
+    net = ntkcore.serial(*[L.Conv((3, 3), padding="SAME", W_std=1.2), "tanh"] * 3, L.GlobalAvgPool(), L.Dense())
+    assert seconds_to_interrupt(lambda: net.kernels(x), after=0.3) < 1.0
+    deep = ntkcore.serial(*[L.Conv((3, 3), padding="SAME", W_std=1.2), "tanh"] * 400, L.Flatten())
+    assert seconds_to_interrupt(lambda: deep.diagonal(x[:50]), after=0.3) < 1.0

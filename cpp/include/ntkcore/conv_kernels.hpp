@@ -22,8 +22,10 @@
 // every input at every position: the degree is chosen from the extremes over all of them.
 // The chains therefore run in stages, each ending before such a layer; the series of that
 // layer is tabulated for all (input, position) points at once (its coefficients are kept
-// per input) and the next stage runs each chain again from its input.  A pair sums the
-// series per position pair; its gap d after the activation is formed by subtraction.
+// per input) and the next stage runs each chain again from its input (no P x P state is
+// kept per input: with S such layers an input costs up to S + 1 chain runs, against N / 2
+// pair runs in a symmetric Gram).  A pair sums the series per position pair; its gap d after
+// the activation is formed by subtraction.
 //
 // Networks without pooling (AvgPool, GlobalAvgPool) whose inputs share one grid need only
 // the spatial diagonal Sigma[p, p] (SPEC sec. 7: a convolution reads Sigma[p + delta,
