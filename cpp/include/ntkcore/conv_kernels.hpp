@@ -24,7 +24,8 @@
 // layer is tabulated for all (input, position) points at once (its coefficients are kept
 // per input) and the next stage runs each chain again from its input (no P x P state is
 // kept per input: with S such layers an input costs up to S + 1 chain runs, against N / 2
-// pair runs in a symmetric Gram).  A pair sums the series per position pair; its gap d after
+// pair runs in a symmetric Gram); on the spatial diagonal the P-entry state is kept and the
+// chain resumes.  A pair sums the series per position pair; its gap d after
 // the activation is formed by subtraction.
 //
 // Networks without pooling (AvgPool, GlobalAvgPool) whose inputs share one grid need only
@@ -87,10 +88,13 @@ struct LayerWorkspace {
 // sqrt of the variance after the activation.
 // Gauss-Hermite activations also keep, per layer, the series coefficients of phi and phi'
 // (coef[l][k * P + p]: term k of position p) and the variance and E[phi'^2] after the
-// activation at each position (act_q, act_dq).
+// activation at each position (act_q, act_dq); on the spatial diagonal, the state where the
+// last stage stopped (before layer `stopped`, 0: none).
 template <class T>
 struct InputChain {
     std::vector<std::vector<T>> q, r, ir, ra, coef, dcoef, act_q, act_dq;
+    std::vector<T> state_c, state_d, state_theta;
+    std::size_t stopped = 0;
     double nngp = 0.0, ntk = 0.0;
     void resize(std::size_t layers) {
         q.assign(layers + 1, {});
@@ -319,8 +323,18 @@ private:
         const bool self = record != nullptr, diag = diagonal_;
         const detail::InputChain<T>& chain1 = self ? *record : *other1;
         const detail::InputChain<T>& chain2 = self ? *record : *other2;
-        input_layer(a, b, grids1[0].size(), grids2[0].size(), diag, ws);
-        for (std::size_t l = 0; l < end; ++l) {
+        // On the diagonal a chain resumes where its previous stage stopped.
+        std::size_t begin = 0;
+        if (self && diag && record->stopped > 0) {
+            begin = record->stopped;
+            for (auto [from, to] :
+                 {std::make_pair(&record->state_c, &ws.c), std::make_pair(&record->state_d, &ws.d),
+                  std::make_pair(&record->state_theta, &ws.theta)})
+                std::copy(from->begin(), from->end(), to->begin());
+        } else {
+            input_layer(a, b, grids1[0].size(), grids2[0].size(), diag, ws);
+        }
+        for (std::size_t l = begin; l < end; ++l) {
             const Layer& layer = layers_[l];
             const Grid g1 = grids1[l], g2 = grids2[l];
             const std::size_t P1 = g1.size(), P2 = g2.size();
@@ -378,7 +392,14 @@ private:
         }
         if (!self) return;
         if (end < layers_.size()) {
-            record_variances(*record, end, grids1[end].size(), diag, ws);
+            const std::size_t P = grids1[end].size();
+            record_variances(*record, end, P, diag, ws);
+            if (diag) {
+                record->stopped = end;
+                record->state_c.assign(ws.c.begin(), ws.c.begin() + long(P));
+                record->state_d.assign(ws.d.begin(), ws.d.begin() + long(P));
+                record->state_theta.assign(ws.theta.begin(), ws.theta.begin() + long(P));
+            }
             return;
         }
         record->q[end] = {ws.c[0]};
