@@ -493,9 +493,9 @@ def layer_kernels(layers, x1, x2=None):
         :func:`dual` entry by entry, Gauss-Hermite ones (``Numerical``) by its own 2-D rule
         of ``deg`` nodes per axis (default 100: give ``deg`` for tanh-like functions, whose
         rule converges slowly; deg^2 evaluations per position pair).
-    x1 : array_like, shape (N1, *spatial, C)
+    x1 : array_like, shape ``(N1, *spatial, C)``
         Channels-last inputs: (N, H, W, C) images, (N, L, C) sequences or (N, d) vectors.
-    x2 : array_like, shape (N2, *spatial2, C), optional
+    x2 : array_like, shape ``(N2, *spatial2, C)``, optional
         ``None`` means ``x1`` (a symmetric Gram, its diagonal from the variances alone).
 
     Returns
