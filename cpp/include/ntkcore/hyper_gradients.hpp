@@ -1,0 +1,410 @@
+// Exact derivatives of the NNGP and NTK Gram matrices with respect to log W_std and log b_std
+// (every dense layer's sigma_w, sigma_b scaled by one common factor), by forward-mode
+// differentiation of the recursion, fused with the value path in one tiled pass.
+//
+// With D_w = d / d log sigma_w = 2 w d/dw and D_b = 2 b d/db (w = sigma_w^2, b = sigma_b^2 of
+// the layer), the NTK parameterization's recursion (SPEC sec. 2)
+//     c' = w T(q1, q2, c) + b,   theta' = c' + w Tdot(q1, q2, c) theta
+// differentiates to
+//     D_w c' = 2 w T + w dT_w,                 D_b c' = w dT_b + 2 b,
+//     D theta' = D c' + w (dTdot theta + Tdot D theta) (+ 2 w Tdot theta for D_w),
+// dT = T_q1 Dq1 + T_q2 Dq2 + Tdot Dc (Price's theorem: dT/dc = Tdot) and likewise dTdot, with
+// the per-point derivatives Dq of the same chain at x = x'.  The input layer starts them at
+// D_w c = 2 w x.x'/dim, D_b c = 2 b.  Every value of the value path (c, d, theta per pair,
+// in the scaled units of recursion.hpp) is used as it is, so the angles of nearly collinear
+// pairs keep the accuracy of its cancellation-free d; the derivative state is in true units.
+//
+// Families with exact partial derivatives here (true units, s = sqrt(d), theta_a the angle):
+//   ab_relu  T = m c + f (s - theta_a c), Tdot = m - f theta_a, T_qi = f s / (2 qi),
+//            dtheta_a = -(dc - c (dq1/q1 + dq2/q2) / 2) / s  (0 at s = 0, where it vanishes);
+//   sign     T = 1 - 2 theta_a / pi, Tdot = 0;
+//   erf      T_qi = -Tdot c~ / (1 + 2 qi~), Tdot_c = 4 b^2 c~ Tdot / den^2,
+//            Tdot_qi = -b^2 (1 + 2 qj~) Tdot / den^2 (qi~ = b^2 qi, c~ = b^2 c, den of dual_maps.hpp);
+//   sin/cos  T_qi = -b^2 T / 2, Tdot_qi = -b^2 Tdot / 2, Tdot_c = a^2 b^4 (e^-m cosh y - cos^2 c0 e^(-y-m)).
+// The others (gelu, rectified monomials, Gauss-Hermite series) and the standard
+// parameterization are refused (std::domain_error).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "dual_maps.hpp"
+#include "input_layer.hpp"
+#include "gram.hpp"
+#include "kernel_tiles.hpp"
+#include "network.hpp"
+#include "parallel.hpp"
+#include "recursion.hpp"
+
+namespace ntkcore {
+
+// Derivatives of one pair's (or one point's) state with respect to (log sigma_w, log sigma_b).
+struct Tangent {
+    double w = 0.0, b = 0.0;
+};
+
+// T, Tdot of one pair and their derivatives along the tangents (dq1, dq2, dc) of its state.
+struct DualTangent {
+    double t, tdot;
+    Tangent dt, dtdot;
+};
+
+namespace detail {
+
+// The angle theta_a in [0, pi] of a pair and its derivative along a tangent; zero-variance
+// points count as orthogonal (theta_a = pi/2), as in the value path.
+struct AngleTangent {
+    double angle, s;
+    Tangent dangle;
+
+    AngleTangent(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+                 const Tangent& dc) {
+        s = std::sqrt(std::max(d, 0.0));
+        dangle = Tangent{};
+        if (!(q1 > 0.0 && q2 > 0.0)) {
+            angle = Constants<double>::half_pi;
+            return;
+        }
+        angle = std::atan2(s, c);
+        if (!(s > 0.0)) return;  // collinear pairs stay collinear: the angle's derivative vanishes
+        const auto along = [&](double a, double b1, double b2) {
+            return -(a - 0.5 * c * (b1 / q1 + b2 / q2)) / s;
+        };
+        dangle.w = along(dc.w, dq1.w, dq2.w);
+        dangle.b = along(dc.b, dq1.b, dq2.b);
+    }
+};
+
+inline double along(double t_q1, double t_q2, double t_c, double dq1, double dq2, double dc) {
+    return (dq1 != 0.0 ? t_q1 * dq1 : 0.0) + (dq2 != 0.0 ? t_q2 * dq2 : 0.0) + t_c * dc;
+}
+
+}  // namespace detail
+
+struct ABReluTangent {
+    double m, f, ab;
+    explicit ABReluTangent(const Activation& act)
+        : m(0.5 * (act.a * act.a + act.b * act.b)),
+          f((act.a - act.b) * (act.a - act.b) / (2.0 * Constants<double>::pi)), ab(act.a * act.b) {}
+
+    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+                           const Tangent& dc) const {
+        const detail::AngleTangent g(q1, q2, c, d, dq1, dq2, dc);
+        DualTangent out;
+        out.t = m * c + f * (g.s - g.angle * c);
+        out.tdot = m - f * g.angle;
+        const double t_q1 = q1 > 0.0 ? f * g.s / (2.0 * q1) : 0.0;
+        const double t_q2 = q2 > 0.0 ? f * g.s / (2.0 * q2) : 0.0;
+        out.dt.w = detail::along(t_q1, t_q2, out.tdot, dq1.w, dq2.w, dc.w);
+        out.dt.b = detail::along(t_q1, t_q2, out.tdot, dq1.b, dq2.b, dc.b);
+        out.dtdot.w = -f * g.dangle.w;
+        out.dtdot.b = -f * g.dangle.b;
+        return out;
+    }
+};
+
+struct SignTangent {
+    explicit SignTangent(const Activation&) {}
+
+    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+                           const Tangent& dc) const {
+        DualTangent out{};
+        if (!(q1 > 0.0 && q2 > 0.0)) return out;
+        const detail::AngleTangent g(q1, q2, c, d, dq1, dq2, dc);
+        const double k = 2.0 / Constants<double>::pi;
+        out.t = 1.0 - k * g.angle;
+        out.dt.w = -k * g.dangle.w;
+        out.dt.b = -k * g.dangle.b;
+        return out;
+    }
+};
+
+struct ErfTangent {
+    double alpha, b2, gamma, tdot_scale;
+    explicit ErfTangent(const Activation& act)
+        : alpha(2.0 * act.a * act.a / Constants<double>::pi), b2(act.b * act.b), gamma(act.c * act.c),
+          tdot_scale(4.0 * act.a * act.a * act.b * act.b / Constants<double>::pi) {}
+
+    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+                           const Tangent& dc) const {
+        const double x1 = b2 * q1, x2 = b2 * q2, y = b2 * c;
+        const double den2 = 1.0 + 2.0 * (x1 + x2) + 4.0 * b2 * b2 * std::max(d, 0.0);
+        const double den = std::sqrt(den2);
+        DualTangent out;
+        out.t = alpha * std::atan2(2.0 * y, den) + gamma;
+        out.tdot = tdot_scale / den;
+        const double t_q1 = -out.tdot * y / (1.0 + 2.0 * x1), t_q2 = -out.tdot * y / (1.0 + 2.0 * x2);
+        const double s_c = 4.0 * b2 * y * out.tdot / den2;
+        const double s_q1 = -b2 * (1.0 + 2.0 * x2) * out.tdot / den2,
+                     s_q2 = -b2 * (1.0 + 2.0 * x1) * out.tdot / den2;
+        out.dt.w = detail::along(t_q1, t_q2, out.tdot, dq1.w, dq2.w, dc.w);
+        out.dt.b = detail::along(t_q1, t_q2, out.tdot, dq1.b, dq2.b, dc.b);
+        out.dtdot.w = detail::along(s_q1, s_q2, s_c, dq1.w, dq2.w, dc.w);
+        out.dtdot.b = detail::along(s_q1, s_q2, s_c, dq1.b, dq2.b, dc.b);
+        return out;
+    }
+};
+
+struct SinTangent {
+    double a2, b2, sin2, cos2;
+    explicit SinTangent(const Activation& act)
+        : a2(act.a * act.a), b2(act.b * act.b), sin2(std::sin(act.c) * std::sin(act.c)),
+          cos2(std::cos(act.c) * std::cos(act.c)) {}
+
+    DualTangent operator()(double q1, double q2, double c, double, const Tangent& dq1, const Tangent& dq2,
+                           const Tangent& dc) const {
+        const double y = b2 * c, m = 0.5 * b2 * (q1 + q2);
+        const double up = std::exp(y - m), down = std::exp(-y - m);
+        DualTangent out;
+        out.t = a2 * (0.5 * (up - down) + sin2 * down);
+        out.tdot = a2 * b2 * (0.5 * (up - down) + cos2 * down);
+        const double s_c = a2 * b2 * b2 * (0.5 * (up + down) - cos2 * down);
+        const double t_q = -0.5 * b2 * out.t, s_q = -0.5 * b2 * out.tdot;
+        out.dt.w = detail::along(t_q, t_q, out.tdot, dq1.w, dq2.w, dc.w);
+        out.dt.b = detail::along(t_q, t_q, out.tdot, dq1.b, dq2.b, dc.b);
+        out.dtdot.w = detail::along(s_q, s_q, s_c, dq1.w, dq2.w, dc.w);
+        out.dtdot.b = detail::along(s_q, s_q, s_c, dq1.b, dq2.b, dc.b);
+        return out;
+    }
+};
+
+namespace detail {
+
+template <class F>
+void visit_tangent(const Activation& act, F&& body) {
+    switch (act.family) {
+        case Family::ab_relu:
+            body(ABRelu<double>(act), ABReluTangent(act));
+            break;
+        case Family::sign:
+            body(Sign<double>(act), SignTangent(act));
+            break;
+        case Family::erf:
+            body(Erf<double>(act), ErfTangent(act));
+            break;
+        case Family::sin:
+            body(Sin<double>(act), SinTangent(act));
+            break;
+        default:
+            throw std::domain_error(
+                "exact hyperparameter gradients exist for the ReLU family, sign, erf and sin/cos only");
+    }
+}
+
+// One dense layer after an activation, on a state (c, theta) with tangents (dc, dtheta).
+inline void dense_tangent(double w, double b, const DualTangent& a, double theta, Tangent& dc,
+                          Tangent& dtheta) {
+    dc.w = 2.0 * w * a.t + w * a.dt.w;
+    dc.b = w * a.dt.b + 2.0 * b;
+    dtheta.w = dc.w + 2.0 * w * a.tdot * theta + w * (a.dtdot.w * theta + a.tdot * dtheta.w);
+    dtheta.b = dc.b + w * (a.dtdot.b * theta + a.tdot * dtheta.b);
+}
+
+// Per point, layer-major (entry l * n + i): true variance q, its tangent, and after the last
+// layer K(x, x), Theta(x, x) and their tangents.
+struct PointTangents {
+    std::size_t n = 0;
+    std::vector<double> q;
+    std::vector<Tangent> dq;
+    std::vector<double> nngp, ntk;
+    std::vector<Tangent> dnngp, dntk;
+};
+
+template <class Tan>
+PointTangents point_tangents(const Network& net, const Tan& tan, const std::vector<double>& variance) {
+    PointTangents p;
+    const std::size_t n = variance.size(), depth = net.depth();
+    p.n = n;
+    p.q.resize((depth + 1) * n);
+    p.dq.resize((depth + 1) * n);
+    p.nngp.resize(n);
+    p.ntk.resize(n);
+    p.dnngp.resize(n);
+    p.dntk.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        double q = net.w_var[0] * variance[i] + net.b_var[0], theta = q;
+        Tangent dq{2.0 * net.w_var[0] * variance[i], 2.0 * net.b_var[0]}, dtheta = dq;
+        p.q[i] = q;
+        p.dq[i] = dq;
+        for (std::size_t l = 0; l < depth; ++l) {
+            const DualTangent a = tan(q, q, q, 0.0, dq, dq, dq);
+            const double w = net.w_var[l + 1], b = net.b_var[l + 1];
+            dense_tangent(w, b, a, theta, dq, dtheta);
+            theta = w * a.t + b + w * a.tdot * theta;
+            q = w * a.t + b;
+            p.q[(l + 1) * n + i] = q;
+            p.dq[(l + 1) * n + i] = dq;
+        }
+        p.nngp[i] = q;
+        p.ntk[i] = theta;
+        p.dnngp[i] = dq;
+        p.dntk[i] = dtheta;
+    }
+    return p;
+}
+
+}  // namespace detail
+
+// Scratch of one thread for tiles of at most `capacity` entries.
+struct HyperWorkspace {
+    TileWorkspace<double> values;
+    std::vector<Tangent> dc, dtheta;
+    void reserve(std::size_t capacity) {
+        values.reserve(capacity);
+        if (dc.size() < capacity) {
+            dc.resize(capacity);
+            dtheta.resize(capacity);
+        }
+    }
+};
+
+// The kernels of one tile with their tangents; per-point recursion once, tiles on demand.
+class HyperTiles {
+public:
+    HyperTiles(const Network& net, const Eigen::Ref<const RowMatrix<double>>& x1,
+               const Eigen::Ref<const RowMatrix<double>>* x2, const std::function<bool()>& should_stop = {})
+        : net_(net), p1_(x1), p2_(x2 ? new detail::InputPoints<double>(*x2) : nullptr) {
+        net_.validate();
+        if (net_.standard)
+            throw std::domain_error("exact hyperparameter gradients are for the NTK parameterization only");
+        if (x2 && x2->cols() != x1.cols())
+            throw std::invalid_argument("hyper gradients: x1 and x2 need the same number of columns");
+        if (x1.rows() == 0 || x1.cols() == 0 || (x2 && x2->rows() == 0))
+            throw std::invalid_argument("hyper gradients: empty input");
+        detail::visit_tangent(net_.activation, [&](const auto& act, const auto& tan) {
+            const double dim = double(x1.cols());
+            StopSignal stop(should_stop);
+            rec_ = p2_ ? run_recursion<double>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_}, dim,
+                                               stop)
+                       : run_recursion<double>(net_, act, {&p1_.variance}, {&s1_}, dim, stop);
+            t1_ = detail::point_tangents(net_, tan, p1_.variance);
+            if (p2_) t2_ = detail::point_tangents(net_, tan, p2_->variance);
+        });
+    }
+
+    std::size_t rows() const { return std::size_t(p1_.x.rows()); }
+    std::size_t cols() const { return std::size_t(second().x.rows()); }
+    bool symmetric() const { return !p2_; }
+
+    // Rows i0 .. i0 + n_rows, columns j0 .. j0 + n_cols, row-major: K and Theta into
+    // ws.values.c and ws.values.theta (true units), their tangents into ws.dc and ws.dtheta.
+    void compute(std::size_t i0, std::size_t j0, std::size_t n_rows, std::size_t n_cols, HyperWorkspace& ws,
+                 StopSignal* stop = nullptr) const {
+        const std::size_t n = n_rows * n_cols, depth = net_.depth();
+        ws.reserve(n);
+        TileWorkspace<double>& v = ws.values;
+        const detail::InputPoints<double>& p2 = second();
+        const detail::PointTangents& t2 = tangents2();
+        Eigen::Map<RowMatrix<double>> block(v.dots.data(), Eigen::Index(n_rows), Eigen::Index(n_cols));
+        block.noalias() = p1_.x.middleRows(Eigen::Index(i0), Eigen::Index(n_rows)) *
+                          p2.x.middleRows(Eigen::Index(j0), Eigen::Index(n_cols)).transpose();
+        const double inv_dim = 1.0 / double(p1_.x.cols());
+        for (std::size_t k = 0; k < n; ++k) {
+            ws.dc[k] = Tangent{2.0 * net_.w_var[0] * v.dots[k] * inv_dim, 2.0 * net_.b_var[0]};
+            ws.dtheta[k] = ws.dc[k];
+        }
+        detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols, v.dots.data(), rec_,
+                            v.c.data(), v.d.data(), v.theta.data());
+        detail::visit_tangent(net_.activation, [&](const auto& act, const auto& tan) {
+            for (std::size_t l = 0; l < depth; ++l) {
+                if (stop && l % 16 == 15) stop->check();
+                const double sc = std::ldexp(1.0, rec_.exponent[l]), sd = sc * sc;
+                const double w = net_.w_var[l + 1], b = net_.b_var[l + 1];
+                for (std::size_t i = 0; i < n_rows; ++i) {
+                    const std::size_t a = l * t1_.n + i0 + i;
+                    for (std::size_t j = 0; j < n_cols; ++j) {
+                        const std::size_t k = i * n_cols + j, o = l * t2.n + j0 + j;
+                        const DualTangent g =
+                            tan(t1_.q[a], t2.q[o], sc * v.c[k], sd * v.d[k], t1_.dq[a], t2.dq[o], ws.dc[k]);
+                        detail::dense_tangent(w, b, g, sc * v.theta[k], ws.dc[k], ws.dtheta[k]);
+                    }
+                }
+                act.pairs(n_rows, n_cols, detail::layer_inputs(s1_, states(true), l, i0, j0, rec_),
+                          v.c.data(), v.d.data(), v.theta.data(), rec_.dense[l]);
+            }
+        });
+        const int e = rec_.exponent[depth];
+        for (std::size_t k = 0; k < n; ++k) {
+            v.c[k] = std::ldexp(v.c[k], e);
+            v.theta[k] = std::ldexp(v.theta[k], e);
+        }
+        if (!symmetric()) return;
+        for (std::size_t i = std::max(i0, j0); i < std::min(i0 + n_rows, j0 + n_cols); ++i) {
+            const std::size_t k = (i - i0) * n_cols + (i - j0);
+            v.c[k] = s1_.nngp[i];
+            v.theta[k] = s1_.ntk[i];
+            ws.dc[k] = t1_.dnngp[i];
+            ws.dtheta[k] = t1_.dntk[i];
+        }
+    }
+
+private:
+    const detail::InputPoints<double>& second() const { return p2_ ? *p2_ : p1_; }
+    const PointStates<double>& states(bool second) const { return second && p2_ ? s2_ : s1_; }
+    const detail::PointTangents& tangents2() const { return p2_ ? t2_ : t1_; }
+
+    Network net_;
+    detail::InputPoints<double> p1_;
+    std::unique_ptr<detail::InputPoints<double>> p2_;
+    Recursion<double> rec_;
+    PointStates<double> s1_, s2_;
+    detail::PointTangents t1_, t2_;
+};
+
+// K (nngp = true) or Theta between the rows of x1 and x2 (x2 = nullptr: x1 with itself)
+// into `value` (N1 x N2), and its derivatives with respect to log sigma_w and log sigma_b
+// into `gradient` (N1 x 2 N2: entry (i, 2 j + p)), i.e. an (N1, N2, 2) C array.
+inline void hyper_gram(const Network& net, bool nngp, const Eigen::Ref<const RowMatrix<double>>& x1,
+                       const Eigen::Ref<const RowMatrix<double>>* x2, Eigen::Ref<RowMatrix<double>> value,
+                       Eigen::Ref<RowMatrix<double>> gradient, const GramOptions& opt = GramOptions()) {
+    const HyperTiles tiles(net, x1, x2, opt.should_stop);
+    const std::size_t n1 = tiles.rows(), n2 = tiles.cols();
+    if (std::size_t(value.rows()) != n1 || std::size_t(value.cols()) != n2 ||
+        std::size_t(gradient.rows()) != n1 || std::size_t(gradient.cols()) != 2 * n2)
+        throw std::invalid_argument("hyper_gram: outputs must be N1 x N2 and N1 x 2 N2");
+    const bool symmetric = tiles.symmetric();
+    const std::size_t tr = std::max<std::size_t>(1, opt.tile_rows);
+    const std::size_t tc = symmetric ? tr : std::max<std::size_t>(1, opt.tile_cols);
+    std::vector<std::pair<std::size_t, std::size_t>> starts;
+    for (std::size_t i = 0; i < n1; i += tr)
+        for (std::size_t j = symmetric ? i : 0; j < n2; j += tc) starts.emplace_back(i, j);
+    const int threads = detail::resolve_threads(opt.n_threads, starts.size());
+    std::vector<HyperWorkspace> workspaces{std::size_t(threads)};
+    StopSignal stop(opt.should_stop);
+    detail::parallel_tiles(starts.size(), threads, stop, [&](std::size_t t) {
+        HyperWorkspace& ws = workspaces[std::size_t(detail::thread_index())];
+        const std::size_t i0 = starts[t].first, j0 = starts[t].second;
+        const std::size_t rows = std::min(tr, n1 - i0), cols = std::min(tc, n2 - j0);
+        tiles.compute(i0, j0, rows, cols, ws, &stop);
+        const std::vector<double>& values = nngp ? ws.values.c : ws.values.theta;
+        const std::vector<Tangent>& tangents = nngp ? ws.dc : ws.dtheta;
+        const bool mirror = symmetric && i0 != j0;
+        for (std::size_t i = 0; i < rows; ++i) {
+            for (std::size_t j = symmetric && i0 == j0 ? i : 0; j < cols; ++j) {
+                const std::size_t k = i * cols + j;
+                for (const auto& [r, c] : {std::make_pair(i0 + i, j0 + j), std::make_pair(j0 + j, i0 + i)}) {
+                    value(Eigen::Index(r), Eigen::Index(c)) = values[k];
+                    gradient(Eigen::Index(r), Eigen::Index(2 * c)) = tangents[k].w;
+                    gradient(Eigen::Index(r), Eigen::Index(2 * c + 1)) = tangents[k].b;
+                    if (!(symmetric && (mirror || i0 + i != j0 + j))) break;
+                }
+            }
+        }
+    });
+    for (Eigen::Index i = 0; i < gradient.rows(); ++i)
+        for (Eigen::Index j = 0; j < gradient.cols(); ++j)
+            if (!std::isfinite(gradient(i, j)))
+                throw std::overflow_error(
+                    "hyper gradients overflow: a derivative exceeds the floating-point range; lower W_std or "
+                    "the depth");
+}
+
+}  // namespace ntkcore
