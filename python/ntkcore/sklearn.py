@@ -315,7 +315,7 @@ class _NetworkKernel(Kernel):
         if not any(free):
             return getattr(self._net().kernels(X), self._which), np.empty((X.shape[0], X.shape[0], 0))
         value, gradient = hyper_gradients(self._net(), X, kernel=self._which)
-        return value, gradient[:, :, free]
+        return value, (gradient if all(free) else gradient[:, :, free])
 
     def diag(self, X):
         """k(x, x) for each row of X, shape (N,), in O(N)."""

@@ -57,56 +57,54 @@ struct DualTangent {
     Tangent dt, dtdot;
 };
 
+// One point's true variance q after a dense layer, 1 / q (0 for q = 0) and its tangent.
+struct PointTangent {
+    double q = 0.0, iq = 0.0;
+    Tangent dq;
+};
+
 namespace detail {
 
 // The angle theta_a in [0, pi] of a pair and its derivative along a tangent; zero-variance
-// points count as orthogonal (theta_a = pi/2), as in the value path.
+// points count as orthogonal (theta_a = pi/2), as in the value path.  Collinear pairs (s = 0)
+// stay collinear: there the angle's derivative vanishes.  Branch-free, for the simd loops.
 struct AngleTangent {
     double angle, s;
     Tangent dangle;
 
-    AngleTangent(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
-                 const Tangent& dc) {
-        s = std::sqrt(std::max(d, 0.0));
-        dangle = Tangent{};
-        if (!(q1 > 0.0 && q2 > 0.0)) {
-            angle = Constants<double>::half_pi;
-            return;
-        }
-        angle = std::atan2(s, c);
-        if (!(s > 0.0)) return;  // collinear pairs stay collinear: the angle's derivative vanishes
-        const auto along = [&](double a, double b1, double b2) {
-            return -(a - 0.5 * c * (b1 / q1 + b2 / q2)) / s;
-        };
-        dangle.w = along(dc.w, dq1.w, dq2.w);
-        dangle.b = along(dc.b, dq1.b, dq2.b);
+    AngleTangent(const PointTangent& p1, const PointTangent& p2, double c, double d, const Tangent& dc) {
+        s = std::sqrt(d > 0.0 ? d : 0.0);
+        const bool valid = p1.q > 0.0 && p2.q > 0.0;
+        const double acute = atan2_nonneg(s, c >= 0.0 ? c : -c);
+        angle = valid ? (c >= 0.0 ? acute : Constants<double>::pi - acute) : Constants<double>::half_pi;
+        const double is = valid && s > 0.0 ? 1.0 / s : 0.0;
+        dangle.w = -(dc.w - 0.5 * c * (p1.dq.w * p1.iq + p2.dq.w * p2.iq)) * is;
+        dangle.b = -(dc.b - 0.5 * c * (p1.dq.b * p1.iq + p2.dq.b * p2.iq)) * is;
     }
 };
 
-inline double along(double t_q1, double t_q2, double t_c, double dq1, double dq2, double dc) {
-    return (dq1 != 0.0 ? t_q1 * dq1 : 0.0) + (dq2 != 0.0 ? t_q2 * dq2 : 0.0) + t_c * dc;
+// A function's derivative along the tangents from its partials (t_q1, t_q2, t_c).
+inline Tangent along(double t_q1, double t_q2, double t_c, const PointTangent& p1, const PointTangent& p2,
+                     const Tangent& dc) {
+    return {t_q1 * p1.dq.w + t_q2 * p2.dq.w + t_c * dc.w, t_q1 * p1.dq.b + t_q2 * p2.dq.b + t_c * dc.b};
 }
 
 }  // namespace detail
 
 struct ABReluTangent {
-    double m, f, ab;
+    double m, f;
     explicit ABReluTangent(const Activation& act)
         : m(0.5 * (act.a * act.a + act.b * act.b)),
-          f((act.a - act.b) * (act.a - act.b) / (2.0 * Constants<double>::pi)), ab(act.a * act.b) {}
+          f((act.a - act.b) * (act.a - act.b) / (2.0 * Constants<double>::pi)) {}
 
-    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
                            const Tangent& dc) const {
-        const detail::AngleTangent g(q1, q2, c, d, dq1, dq2, dc);
+        const detail::AngleTangent g(p1, p2, c, d, dc);
         DualTangent out;
         out.t = m * c + f * (g.s - g.angle * c);
         out.tdot = m - f * g.angle;
-        const double t_q1 = q1 > 0.0 ? f * g.s / (2.0 * q1) : 0.0;
-        const double t_q2 = q2 > 0.0 ? f * g.s / (2.0 * q2) : 0.0;
-        out.dt.w = detail::along(t_q1, t_q2, out.tdot, dq1.w, dq2.w, dc.w);
-        out.dt.b = detail::along(t_q1, t_q2, out.tdot, dq1.b, dq2.b, dc.b);
-        out.dtdot.w = -f * g.dangle.w;
-        out.dtdot.b = -f * g.dangle.b;
+        out.dt = detail::along(0.5 * f * g.s * p1.iq, 0.5 * f * g.s * p2.iq, out.tdot, p1, p2, dc);
+        out.dtdot = {-f * g.dangle.w, -f * g.dangle.b};
         return out;
     }
 };
@@ -114,15 +112,13 @@ struct ABReluTangent {
 struct SignTangent {
     explicit SignTangent(const Activation&) {}
 
-    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
                            const Tangent& dc) const {
+        const detail::AngleTangent g(p1, p2, c, d, dc);
+        const double k = 2.0 / Constants<double>::pi, valid = p1.q > 0.0 && p2.q > 0.0 ? 1.0 : 0.0;
         DualTangent out{};
-        if (!(q1 > 0.0 && q2 > 0.0)) return out;
-        const detail::AngleTangent g(q1, q2, c, d, dq1, dq2, dc);
-        const double k = 2.0 / Constants<double>::pi;
-        out.t = 1.0 - k * g.angle;
-        out.dt.w = -k * g.dangle.w;
-        out.dt.b = -k * g.dangle.b;
+        out.t = valid * (1.0 - k * g.angle);
+        out.dt = {-k * g.dangle.w, -k * g.dangle.b};
         return out;
     }
 };
@@ -133,22 +129,20 @@ struct ErfTangent {
         : alpha(2.0 * act.a * act.a / Constants<double>::pi), b2(act.b * act.b), gamma(act.c * act.c),
           tdot_scale(4.0 * act.a * act.a * act.b * act.b / Constants<double>::pi) {}
 
-    DualTangent operator()(double q1, double q2, double c, double d, const Tangent& dq1, const Tangent& dq2,
+    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
                            const Tangent& dc) const {
-        const double x1 = b2 * q1, x2 = b2 * q2, y = b2 * c;
-        const double den2 = 1.0 + 2.0 * (x1 + x2) + 4.0 * b2 * b2 * std::max(d, 0.0);
+        const double x1 = b2 * p1.q, x2 = b2 * p2.q, y = b2 * c;
+        const double den2 = 1.0 + 2.0 * (x1 + x2) + 4.0 * b2 * b2 * (d > 0.0 ? d : 0.0);
         const double den = std::sqrt(den2);
+        const double angle = atan2_nonneg(2.0 * (y >= 0.0 ? y : -y), den);
         DualTangent out;
-        out.t = alpha * std::atan2(2.0 * y, den) + gamma;
+        out.t = alpha * (y >= 0.0 ? angle : -angle) + gamma;
         out.tdot = tdot_scale / den;
-        const double t_q1 = -out.tdot * y / (1.0 + 2.0 * x1), t_q2 = -out.tdot * y / (1.0 + 2.0 * x2);
-        const double s_c = 4.0 * b2 * y * out.tdot / den2;
-        const double s_q1 = -b2 * (1.0 + 2.0 * x2) * out.tdot / den2,
-                     s_q2 = -b2 * (1.0 + 2.0 * x1) * out.tdot / den2;
-        out.dt.w = detail::along(t_q1, t_q2, out.tdot, dq1.w, dq2.w, dc.w);
-        out.dt.b = detail::along(t_q1, t_q2, out.tdot, dq1.b, dq2.b, dc.b);
-        out.dtdot.w = detail::along(s_q1, s_q2, s_c, dq1.w, dq2.w, dc.w);
-        out.dtdot.b = detail::along(s_q1, s_q2, s_c, dq1.b, dq2.b, dc.b);
+        const double u = out.tdot / den2;
+        out.dt = detail::along(-out.tdot * y / (1.0 + 2.0 * x1), -out.tdot * y / (1.0 + 2.0 * x2), out.tdot,
+                               p1, p2, dc);
+        out.dtdot = detail::along(-b2 * (1.0 + 2.0 * x2) * u, -b2 * (1.0 + 2.0 * x1) * u, 4.0 * b2 * y * u,
+                                  p1, p2, dc);
         return out;
     }
 };
@@ -159,19 +153,16 @@ struct SinTangent {
         : a2(act.a * act.a), b2(act.b * act.b), sin2(std::sin(act.c) * std::sin(act.c)),
           cos2(std::cos(act.c) * std::cos(act.c)) {}
 
-    DualTangent operator()(double q1, double q2, double c, double, const Tangent& dq1, const Tangent& dq2,
+    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double,
                            const Tangent& dc) const {
-        const double y = b2 * c, m = 0.5 * b2 * (q1 + q2);
+        const double y = b2 * c, m = 0.5 * b2 * (p1.q + p2.q);
         const double up = std::exp(y - m), down = std::exp(-y - m);
         DualTangent out;
         out.t = a2 * (0.5 * (up - down) + sin2 * down);
         out.tdot = a2 * b2 * (0.5 * (up - down) + cos2 * down);
-        const double s_c = a2 * b2 * b2 * (0.5 * (up + down) - cos2 * down);
         const double t_q = -0.5 * b2 * out.t, s_q = -0.5 * b2 * out.tdot;
-        out.dt.w = detail::along(t_q, t_q, out.tdot, dq1.w, dq2.w, dc.w);
-        out.dt.b = detail::along(t_q, t_q, out.tdot, dq1.b, dq2.b, dc.b);
-        out.dtdot.w = detail::along(s_q, s_q, s_c, dq1.w, dq2.w, dc.w);
-        out.dtdot.b = detail::along(s_q, s_q, s_c, dq1.b, dq2.b, dc.b);
+        out.dt = detail::along(t_q, t_q, out.tdot, p1, p2, dc);
+        out.dtdot = detail::along(s_q, s_q, a2 * b2 * b2 * (0.5 * (up + down) - cos2 * down), p1, p2, dc);
         return out;
     }
 };
@@ -208,12 +199,13 @@ inline void dense_tangent(double w, double b, const DualTangent& a, double theta
     dtheta.b = dc.b + w * (a.dtdot.b * theta + a.tdot * dtheta.b);
 }
 
-// Per point, layer-major (entry l * n + i): true variance q, its tangent, and after the last
+// Per point, layer-major (entry l * n + i): the state after dense layer l, and after the last
 // layer K(x, x), Theta(x, x) and their tangents.
 struct PointTangents {
     std::size_t n = 0;
-    std::vector<double> q;
-    std::vector<Tangent> dq;
+    std::vector<double> q, iq, dqw, dqb;  // structure of arrays, for the simd pair loops
+
+    PointTangent at(std::size_t k) const { return {q[k], iq[k], {dqw[k], dqb[k]}}; }
     std::vector<double> nngp, ntk;
     std::vector<Tangent> dnngp, dntk;
 };
@@ -223,29 +215,33 @@ PointTangents point_tangents(const Network& net, const Tan& tan, const std::vect
     PointTangents p;
     const std::size_t n = variance.size(), depth = net.depth();
     p.n = n;
-    p.q.resize((depth + 1) * n);
-    p.dq.resize((depth + 1) * n);
+    for (auto* v : {&p.q, &p.iq, &p.dqw, &p.dqb}) v->resize((depth + 1) * n);
     p.nngp.resize(n);
     p.ntk.resize(n);
     p.dnngp.resize(n);
     p.dntk.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
-        double q = net.w_var[0] * variance[i] + net.b_var[0], theta = q;
-        Tangent dq{2.0 * net.w_var[0] * variance[i], 2.0 * net.b_var[0]}, dtheta = dq;
-        p.q[i] = q;
-        p.dq[i] = dq;
-        for (std::size_t l = 0; l < depth; ++l) {
-            const DualTangent a = tan(q, q, q, 0.0, dq, dq, dq);
+        PointTangent pt;
+        pt.q = net.w_var[0] * variance[i] + net.b_var[0];
+        pt.dq = {2.0 * net.w_var[0] * variance[i], 2.0 * net.b_var[0]};
+        double theta = pt.q;
+        Tangent dtheta = pt.dq;
+        for (std::size_t l = 0;; ++l) {
+            pt.iq = pt.q > 0.0 ? 1.0 / pt.q : 0.0;
+            p.q[l * n + i] = pt.q;
+            p.iq[l * n + i] = pt.iq;
+            p.dqw[l * n + i] = pt.dq.w;
+            p.dqb[l * n + i] = pt.dq.b;
+            if (l == depth) break;
+            const DualTangent a = tan(pt, pt, pt.q, 0.0, pt.dq);
             const double w = net.w_var[l + 1], b = net.b_var[l + 1];
-            dense_tangent(w, b, a, theta, dq, dtheta);
+            dense_tangent(w, b, a, theta, pt.dq, dtheta);
             theta = w * a.t + b + w * a.tdot * theta;
-            q = w * a.t + b;
-            p.q[(l + 1) * n + i] = q;
-            p.dq[(l + 1) * n + i] = dq;
+            pt.q = w * a.t + b;
         }
-        p.nngp[i] = q;
+        p.nngp[i] = pt.q;
         p.ntk[i] = theta;
-        p.dnngp[i] = dq;
+        p.dnngp[i] = pt.dq;
         p.dntk[i] = dtheta;
     }
     return p;
@@ -256,13 +252,11 @@ PointTangents point_tangents(const Network& net, const Tan& tan, const std::vect
 // Scratch of one thread for tiles of at most `capacity` entries.
 struct HyperWorkspace {
     TileWorkspace<double> values;
-    std::vector<Tangent> dc, dtheta;
+    std::vector<double> dcw, dcb, dtw, dtb;  // tangents of c and theta along (log sigma_w, log sigma_b)
     void reserve(std::size_t capacity) {
         values.reserve(capacity);
-        if (dc.size() < capacity) {
-            dc.resize(capacity);
-            dtheta.resize(capacity);
-        }
+        for (auto* v : {&dcw, &dcb, &dtw, &dtb})
+            if (v->size() < capacity) v->resize(capacity);
     }
 };
 
@@ -295,7 +289,8 @@ public:
     bool symmetric() const { return !p2_; }
 
     // Rows i0 .. i0 + n_rows, columns j0 .. j0 + n_cols, row-major: K and Theta into
-    // ws.values.c and ws.values.theta (true units), their tangents into ws.dc and ws.dtheta.
+    // ws.values.c and ws.values.theta (true units), their tangents into ws.dcw, dcb (K) and ws.dtw, dtb
+    // (Theta).
     void compute(std::size_t i0, std::size_t j0, std::size_t n_rows, std::size_t n_cols, HyperWorkspace& ws,
                  StopSignal* stop = nullptr) const {
         const std::size_t n = n_rows * n_cols, depth = net_.depth();
@@ -308,8 +303,8 @@ public:
                           p2.x.middleRows(Eigen::Index(j0), Eigen::Index(n_cols)).transpose();
         const double inv_dim = 1.0 / double(p1_.x.cols());
         for (std::size_t k = 0; k < n; ++k) {
-            ws.dc[k] = Tangent{2.0 * net_.w_var[0] * v.dots[k] * inv_dim, 2.0 * net_.b_var[0]};
-            ws.dtheta[k] = ws.dc[k];
+            ws.dcw[k] = ws.dtw[k] = 2.0 * net_.w_var[0] * v.dots[k] * inv_dim;
+            ws.dcb[k] = ws.dtb[k] = 2.0 * net_.b_var[0];
         }
         detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols, v.dots.data(), rec_,
                             v.c.data(), v.d.data(), v.theta.data());
@@ -319,12 +314,23 @@ public:
                 const double sc = std::ldexp(1.0, rec_.exponent[l]), sd = sc * sc;
                 const double w = net_.w_var[l + 1], b = net_.b_var[l + 1];
                 for (std::size_t i = 0; i < n_rows; ++i) {
-                    const std::size_t a = l * t1_.n + i0 + i;
+                    const PointTangent pi = t1_.at(l * t1_.n + i0 + i);
+                    const std::size_t o = l * t2.n + j0, r = i * n_cols;
+                    const double *q2 = t2.q.data() + o, *iq2 = t2.iq.data() + o;
+                    const double *dqw2 = t2.dqw.data() + o, *dqb2 = t2.dqb.data() + o;
+                    const double *ci = v.c.data() + r, *di = v.d.data() + r, *ti = v.theta.data() + r;
+                    double *dcw = ws.dcw.data() + r, *dcb = ws.dcb.data() + r;
+                    double *dtw = ws.dtw.data() + r, *dtb = ws.dtb.data() + r;
+#pragma omp simd
                     for (std::size_t j = 0; j < n_cols; ++j) {
-                        const std::size_t k = i * n_cols + j, o = l * t2.n + j0 + j;
-                        const DualTangent g =
-                            tan(t1_.q[a], t2.q[o], sc * v.c[k], sd * v.d[k], t1_.dq[a], t2.dq[o], ws.dc[k]);
-                        detail::dense_tangent(w, b, g, sc * v.theta[k], ws.dc[k], ws.dtheta[k]);
+                        const PointTangent pj{q2[j], iq2[j], {dqw2[j], dqb2[j]}};
+                        Tangent dc{dcw[j], dcb[j]}, dtheta{dtw[j], dtb[j]};
+                        const DualTangent g = tan(pi, pj, sc * ci[j], sd * di[j], dc);
+                        detail::dense_tangent(w, b, g, sc * ti[j], dc, dtheta);
+                        dcw[j] = dc.w;
+                        dcb[j] = dc.b;
+                        dtw[j] = dtheta.w;
+                        dtb[j] = dtheta.b;
                     }
                 }
                 act.pairs(n_rows, n_cols, detail::layer_inputs(s1_, states(true), l, i0, j0, rec_),
@@ -341,8 +347,10 @@ public:
             const std::size_t k = (i - i0) * n_cols + (i - j0);
             v.c[k] = s1_.nngp[i];
             v.theta[k] = s1_.ntk[i];
-            ws.dc[k] = t1_.dnngp[i];
-            ws.dtheta[k] = t1_.dntk[i];
+            ws.dcw[k] = t1_.dnngp[i].w;
+            ws.dcb[k] = t1_.dnngp[i].b;
+            ws.dtw[k] = t1_.dntk[i].w;
+            ws.dtb[k] = t1_.dntk[i].b;
         }
     }
 
@@ -385,15 +393,16 @@ inline void hyper_gram(const Network& net, bool nngp, const Eigen::Ref<const Row
         const std::size_t rows = std::min(tr, n1 - i0), cols = std::min(tc, n2 - j0);
         tiles.compute(i0, j0, rows, cols, ws, &stop);
         const std::vector<double>& values = nngp ? ws.values.c : ws.values.theta;
-        const std::vector<Tangent>& tangents = nngp ? ws.dc : ws.dtheta;
+        const std::vector<double>& dw = nngp ? ws.dcw : ws.dtw;
+        const std::vector<double>& db = nngp ? ws.dcb : ws.dtb;
         const bool mirror = symmetric && i0 != j0;
         for (std::size_t i = 0; i < rows; ++i) {
             for (std::size_t j = symmetric && i0 == j0 ? i : 0; j < cols; ++j) {
                 const std::size_t k = i * cols + j;
                 for (const auto& [r, c] : {std::make_pair(i0 + i, j0 + j), std::make_pair(j0 + j, i0 + i)}) {
                     value(Eigen::Index(r), Eigen::Index(c)) = values[k];
-                    gradient(Eigen::Index(r), Eigen::Index(2 * c)) = tangents[k].w;
-                    gradient(Eigen::Index(r), Eigen::Index(2 * c + 1)) = tangents[k].b;
+                    gradient(Eigen::Index(r), Eigen::Index(2 * c)) = dw[k];
+                    gradient(Eigen::Index(r), Eigen::Index(2 * c + 1)) = db[k];
                     if (!(symmetric && (mirror || i0 + i != j0 + j))) break;
                 }
             }
