@@ -49,8 +49,3 @@ def correlation(x1, x2=None):
     n2 = np.linalg.norm(x2, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (x1 @ x2.T) / np.outer(n1, n2)
-
-
-def kernel_scale(diag1, diag2):
-    """sqrt(K(x, x) K(x', x')): the natural size of a kernel entry (Cauchy-Schwarz bound)."""
-    return np.outer(np.sqrt(np.abs(diag1)), np.sqrt(np.abs(diag2)))

@@ -15,12 +15,13 @@ import ntkcore
 import numpy as np
 import pytest
 from cases import ACTIVATIONS
+from kernel_checks import awkward_points, natural_scale
 from mp_reference import mp_dual, mp_kernels
 from mpmath import mp, mpf
 from ntkcore import activations as act
 from ntkcore import finite, reference
 from numpy.polynomial.hermite_e import hermegauss
-from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
+from test_core_accuracy import errors_against_50_digits
 
 SMOOTH = [act.Sin(), act.Sin(1.3, 0.7, 0.4), act.Cos(0.8, 1.2, 0.1), act.Gelu()]
 MONOMIALS = [act.RectifiedMonomial(n) for n in range(5)]

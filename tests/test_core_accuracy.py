@@ -6,29 +6,10 @@ import ntkcore
 import numpy as np
 import pytest
 from cases import ACTIVATIONS
+from kernel_checks import awkward_points, natural_scale
 from mp_reference import mp_kernels
 from ntkcore import activations as act
 from ntkcore import reference
-
-
-def awkward_points(n=14, dim=6, seed=0):
-    """Gaussian rows plus a zero row, duplicates, rescaled, negated and tiny rows, and a pair
-    that differs in one coordinate by 1e-9."""
-    x = np.random.default_rng(seed).standard_normal((n, dim))
-    x[1] = 0.0
-    x[3] = x[2]
-    x[4] = 2.5 * x[2]
-    x[5] = -x[2]
-    if n >= 12:
-        x[6] = -0.3 * x[7]
-        x[8] = 1e-6 * x[9]
-        x[10] = x[11]
-        x[10, 0] += 1e-9
-    return x
-
-
-def natural_scale(diag1, diag2):
-    return np.outer(np.sqrt(np.abs(diag1)), np.sqrt(np.abs(diag2)))  # no overflow
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=repr)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_checks import natural_error
 from ntkcore import FullyConnected, reference
 from ntkcore import layers as L
 from ntkcore.activations import Erf
@@ -45,8 +46,7 @@ def _from_index(spec):
 def _natural_error(got, want):
     """max |got - want| / sqrt(want(x, x) want(x', x')) for a square Gram, else / max |want|."""
     if want.shape[0] == want.shape[1]:
-        d = np.sqrt(np.diag(want))
-        return float(np.max(np.abs(got - want) / np.outer(d, d)))
+        return natural_error(got, want)
     return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 
@@ -235,16 +235,16 @@ def test_sequences_and_different_grids_under_global_pooling():
     "make, error, match",
     [
         (lambda: L.Dense(W_std=-1.0), ValueError, "Dense: W_std"),
-        (lambda: L.Dense(b_std=1e200), ValueError, "finite square"),
+        (lambda: L.Dense(b_std=1e200), ValueError, "square overflows"),
         (lambda: L.Dense(W_std="1"), TypeError, "W_std"),
         (lambda: L.Conv(3), TypeError, "filter_shape must be a tuple"),
-        (lambda: L.Conv((3, 0)), ValueError, "filter_shape entries must be >= 1"),
-        (lambda: L.Conv((3, 2.5)), TypeError, "filter_shape entries must be integers"),
-        (lambda: L.Conv(()), ValueError, "one entry per spatial axis"),
+        (lambda: L.Conv((3, 0)), ValueError, r"filter_shape\[1\] must be >= 1"),
+        (lambda: L.Conv((3, 2.5)), TypeError, r"filter_shape\[1\] must be an integer"),
+        (lambda: L.Conv(()), ValueError, "filter_shape must have at least one entry"),
         (lambda: L.Conv((3, 3), strides=(1,)), ValueError, "strides must have 2 entries"),
         (lambda: L.Conv((3, 3), padding="same-ish"), ValueError, "padding must be one of"),
         (lambda: L.AvgPool((2, 2), padding=None), ValueError, "padding must be one of"),
-        (lambda: L.AvgPool([2, True]), TypeError, "window_shape entries"),
+        (lambda: L.AvgPool([2, True]), TypeError, r"window_shape\[1\] must be an integer"),
     ],
 )
 def test_bad_layers(make, error, match):

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from ntkcore.__main__ import main
 
 
@@ -22,3 +23,10 @@ def test_main_job_prints_accuracies_for_both_kernels_and_the_cntk(capsys):
 def test_main_job_can_skip_the_cntk(capsys):
     assert main(["--n-train", "120", "--cnn-subset", "0"]) == 0
     assert "CNN-GAP" not in capsys.readouterr().out
+
+
+def test_main_job_refuses_a_negative_cntk_subset(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--cnn-subset", "-5"])
+    assert exc.value.code == 2
+    assert "--cnn-subset must be >= 0" in capsys.readouterr().err

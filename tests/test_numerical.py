@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kernel_checks import natural_error
 from mpmath import mp
 from ntkcore import reference
 from ntkcore._native import core
@@ -18,12 +19,6 @@ from ntkcore.activations import AccuracyError, AccuracyWarning, Numerical
 from test_properties import assert_gram_properties
 
 DATA = Path(__file__).resolve().parent / "data" / "numerical_reference.json"
-
-
-def natural_error(got, want):
-    """max |got - want| / sqrt(K(x, x) K(x', x')) over a symmetric Gram."""
-    d = np.sqrt(np.abs(np.diag(want)))
-    return float(np.max(np.abs(got - want) / np.outer(d, d)))
 
 
 # --- the rule ------------------------------------------------------------------------------------

@@ -6,13 +6,8 @@ import pytest
 from cases import ACTIVATIONS
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kernel_checks import natural_scale
 from ntkcore import _native
-
-
-def scale_of(k):
-    """sqrt(K_ii K_jj) for a symmetric Gram matrix."""
-    d = np.sqrt(np.abs(np.diag(k)))
-    return np.outer(d, d)
 
 
 @st.composite
@@ -52,7 +47,7 @@ def assert_gram_properties(net, x):
         eig = np.linalg.eigvalsh(g)
         assert eig[0] >= -1e-12 * max(abs(eig[-1]), np.finfo(float).tiny)
         # Cauchy-Schwarz, with rounding room.
-        assert np.all(np.abs(g) <= scale_of(g) * (1 + 1e-12) + 1e-300)
+        assert np.all(np.abs(g) <= natural_scale(np.diag(g)) * (1 + 1e-12) + 1e-300)
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,7 +60,7 @@ def test_cross_kernel_is_the_block_of_the_joint_kernel(problem, split):
     cross = net.kernels(x[:split], x[split:])
     for name in ("nngp", "ntk"):
         g = getattr(joint, name)
-        tol = 1e-13 * scale_of(g)[:split, split:] + 1e-300
+        tol = 1e-13 * natural_scale(np.diag(g))[:split, split:] + 1e-300
         assert np.all(np.abs(getattr(cross, name) - g[:split, split:]) <= tol)
 
 
@@ -99,7 +94,7 @@ def test_float32_agrees_with_float64(activation):
     k32 = net.kernels(x.astype(np.float32))
     for name in ("nngp", "ntk"):
         ref = getattr(k64, name)
-        err = np.abs(getattr(k32, name) - ref) / scale_of(ref)
+        err = np.abs(getattr(k32, name) - ref) / natural_scale(np.diag(ref))
         assert err.max() <= 1e-5, err.max()
 
 
@@ -115,7 +110,7 @@ def test_every_instruction_set_variant_agrees(isa):
         for variant in ("baseline", isa):
             out[variant] = _native.load(variant).gram(spec, x, None, 1)
         for a, b in zip(out["baseline"], out[isa]):
-            assert np.all(np.abs(a - b) <= 1e-13 * scale_of(a)), activation
+            assert np.all(np.abs(a - b) <= 1e-13 * natural_scale(np.diag(a))), activation
 
 
 def test_zero_rows_are_orthogonal_to_everything():

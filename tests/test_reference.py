@@ -21,6 +21,7 @@ from pathlib import Path
 import ntkcore  # noqa: F401  (the installed package)
 import numpy as np
 import pytest
+from kernel_checks import awkward_points
 from mp_reference import mp_kernels
 from mpmath import mp, mpf
 from ntkcore import reference
@@ -182,18 +183,6 @@ ALL_ACTIVATIONS = {
 }
 
 
-def awkward_points(seed=7):
-    """Gaussian rows plus a zero row, a duplicate, a negation, a rescaling and a tiny row."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((9, 6))
-    x[0] = 0.0
-    x[4] = x[1]
-    x[5] = -x[2]
-    x[6] = 3.0 * x[3]
-    x[7] *= 1e-5
-    return x
-
-
 @pytest.mark.parametrize("name", list(ALL_ACTIVATIONS))
 def test_mp_reference_vs_reference_all_families(name):
     """The two oracles agree for every activation class, with per-layer W_std and b_std.
@@ -203,7 +192,7 @@ def test_mp_reference_vs_reference_all_families(name):
     in either; the closed forms themselves are checked against Monte Carlo and quadrature below.
     """
     net = FullyConnected(3, ALL_ACTIVATIONS[name], W_std=(1.2, 1.5, 0.9, 1.1), b_std=(0.0, 0.3, 0.1, 0.2))
-    x = awkward_points()
+    x = awkward_points(n=9, seed=7)
     got = reference.kernels(net, x)
     nngp, ntk = mp_kernels(net, x)
     generic, _, diag = masks(x, None)
@@ -221,7 +210,7 @@ def test_mp_reference_vs_reference_all_families(name):
 
 def test_mp_reference_precision_is_sufficient():
     """50 digits and 80 digits give the same float64 results, awkward rows included."""
-    x = awkward_points(11)
+    x = awkward_points(n=9, seed=11)
     for act in (Relu(), Sign(), Erf(1.3, 0.7, 0.2)):
         net = FullyConnected(3, act, W_std=1.4, b_std=0.1)
         for a, b in zip(mp_kernels(net, x), mp_kernels(net, x, dps=80)):
@@ -391,7 +380,7 @@ def test_zero_variance_is_orthogonal(name):
 @pytest.mark.parametrize("name", list(ALL_ACTIVATIONS))
 def test_diagonal_equals_gram_diagonal(name):
     net = FullyConnected(3, ALL_ACTIVATIONS[name], W_std=(1.2, 1.5, 0.9, 1.1), b_std=(0.0, 0.3, 0.1, 0.2))
-    x = awkward_points(3)
+    x = awkward_points(n=9, seed=3)
     gram = reference.kernels(net, x)
     diag = reference.diagonal(net, x)
     for kind in ("nngp", "ntk"):

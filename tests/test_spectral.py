@@ -258,8 +258,10 @@ def test_bad_options(grams, points):
         ntkcore.eigsh(a, block_size=0)
     with pytest.raises(ValueError, match="max_passes"):
         ntkcore.eigsh(a, max_passes=-2)
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(ValueError, match="seed"):
         ntkcore.eigsh(a, seed=-1)
+    with pytest.raises(TypeError, match="seed"):
+        ntkcore.eigsh(a, seed=1.5)
     with pytest.raises(ValueError, match="x is required"):
         ntkcore.spectrum(NET)
 

@@ -12,10 +12,11 @@ import ntkcore
 import numpy as np
 import pytest
 from cases import ACTIVATIONS
+from kernel_checks import awkward_points, natural_scale
 from mp_reference import mp_kernels
 from ntkcore import activations as act
 from ntkcore import finite, reference
-from test_core_accuracy import awkward_points, errors_against_50_digits, natural_scale
+from test_core_accuracy import errors_against_50_digits
 
 W_STD = [1.1, 1.6, 0.9, 1.4]
 B_STD = [0.0, 0.2, 0.1, 0.3]

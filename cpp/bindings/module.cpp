@@ -4,10 +4,6 @@
 
 #include <pybind11/pybind11.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "bindings.hpp"
 
 namespace {
@@ -30,13 +26,6 @@ std::string best_isa() {
 PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
     m.doc() = "ntkcore's compiled core; use the ntkcore package, not this module.";
     m.def("best_isa", &best_isa);
-#ifdef _OPENMP
-    m.attr("openmp") = true;
-    m.def("max_threads", [] { return omp_get_max_threads(); });
-#else
-    m.attr("openmp") = false;
-    m.def("max_threads", [] { return 1; });
-#endif
     bind_kernels(m);
     bind_empirical(m);
     bind_spectral(m);

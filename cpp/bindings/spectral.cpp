@@ -61,11 +61,11 @@ struct Settings {
 };
 
 // (values, vectors (N x k, float dtype of the input), residuals, norm_estimate, passes,
-// converged, rounding_limited, shift)
+// converged, rounding_limited)
 template <class T>
 py::tuple to_python(ntkcore::EigenResult<T>&& r) {
     return py::make_tuple(py::cast(r.values), py::cast(std::move(r.vectors)), py::cast(r.residuals),
-                          r.norm_estimate, r.passes, r.converged, r.rounding_limited, r.shift);
+                          r.norm_estimate, r.passes, r.converged, r.rounding_limited);
 }
 
 // Runs `solve` without the GIL; Ctrl-C comes back as KeyboardInterrupt.

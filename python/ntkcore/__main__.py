@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     images, labels = load_digits()
     if not 10 <= args.n_train < len(images):
         parser.error(f"--n-train must be in [10, {len(images) - 1}]")
+    if args.cnn_subset < 0:
+        parser.error(f"--cnn-subset must be >= 0 (0 skips the CNTK comparison), got {args.cnn_subset}")
     order = np.random.default_rng(args.seed).permutation(len(images))
     train, test = order[: args.n_train], order[args.n_train :]
     x_train, x_test = images[train], images[test]

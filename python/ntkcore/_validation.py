@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from collections.abc import Iterator
 
@@ -89,16 +90,129 @@ def optional_positive_int(value, name: str, maximum: int = _MAX_COUNT) -> int:
     """``value`` as an int in [1, maximum], or 0 (the core's "choose for me") for None."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer or None, got {value!r}")
-    if not 1 <= value <= maximum:
-        raise ValueError(f"{name} must be in [1, {maximum}], got {value}")
-    return int(value)
+    return integer(value, name, minimum=1, maximum=maximum)
 
 
 def check_n_threads(n_threads) -> int:
     """``n_threads`` as an int in [1, MAX_THREADS], or 0 for 'as many as OpenMP offers'."""
     return optional_positive_int(n_threads, "n_threads", MAX_THREADS)
+
+
+def real(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
+    finite_square: bool = False,
+) -> float:
+    """``value`` as a finite float in the range [minimum, maximum] (open ends when ``strict``).
+
+    TypeError for anything but a real number (bool included); ValueError for NaN, inf, a value
+    out of range, or, with ``finite_square``, one whose square overflows (the recursions hold
+    the squares of standard deviations).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    low = minimum is None or (value > minimum if strict else value >= minimum)
+    high = maximum is None or (value < maximum if strict else value <= maximum)
+    if not (math.isfinite(value) and low and high):
+        raise ValueError(f"{name} must be {_range_text(minimum, maximum, strict, finite=True)}, got {value!r}")
+    if finite_square and not math.isfinite(value * value):
+        raise ValueError(f"{name} = {value!r} is too large: its square overflows")
+    return value
+
+
+def integer(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum]: TypeError for non-integers (bool included),
+    ValueError out of range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer {_range_text(minimum, maximum)}, got {value!r}")
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ValueError(f"{name} must be {_range_text(minimum, maximum)}, got {number}")
+    return number
+
+
+def integers(value, name: str, *, minimum: int = 1, length: int | None = None) -> tuple[int, ...]:
+    """A sequence (or, with ``length``, also a single integer repeated) of ints >= minimum."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a sequence of integers >= {minimum}, got {value!r}")
+    if length is not None and isinstance(value, numbers.Integral):
+        value = (value,) * length
+    try:
+        values = tuple(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be a sequence of integers >= {minimum}, got {value!r}") from exc
+    if (length is None and not values) or (length is not None and len(values) != length):
+        expected = f"{length} entries" if length is not None else "at least one entry"
+        raise ValueError(f"{name} must have {expected}, got {value!r}")
+    return tuple(integer(v, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(values))
+
+
+def flag(value, name: str) -> bool:
+    """``value`` as a bool; TypeError for anything but True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def choice(value, name: str, options) -> str:
+    """One of the strings ``options``: TypeError for a non-string, ValueError for another one."""
+    listed = " or ".join(repr(o) for o in options)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be {listed}, got {value!r}")
+    if value not in options:
+        raise ValueError(f"{name} must be {listed}, got {value!r}")
+    return value
+
+
+def check_seed(seed, *, sequence: bool = False):
+    """A seed: an int in [0, 2**64) (TypeError for other kinds, ValueError out of range), or,
+    with ``sequence``, a numpy SeedSequence as it is."""
+    if sequence and isinstance(seed, np.random.SeedSequence):
+        return seed
+    return integer(seed, "seed", minimum=0, maximum=2**64 - 1)
+
+
+def float64_array(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array of any shape (integers convert; TypeError for bool,
+    complex, object and string arrays), copied only when it must be."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _number_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int) and value >= 2**32 and value & (value + 1) == 0:
+        return f"2**{value.bit_length()} - 1"
+    if isinstance(value, int) and value >= 2**32 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _range_text(minimum, maximum, strict: bool = False, finite: bool = False) -> str:
+    lo, hi = ("(", ")") if strict else ("[", "]")
+    low, high = _number_text(minimum), _number_text(maximum)
+    if minimum is not None and maximum is not None:
+        text = f"in {lo}{low}, {high}{hi}"
+    elif minimum is not None:
+        text = f"{'>' if strict else '>='} {low}"
+    elif maximum is not None:
+        text = f"{'<' if strict else '<='} {high}"
+    else:
+        text = ""
+    return ("finite " + text if text else "finite") if finite else text
 
 
 def gib(nbytes: float) -> str:

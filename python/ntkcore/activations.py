@@ -31,6 +31,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from ._validation import real
+
 __all__ = [
     "ABRelu",
     "Abs",
@@ -52,15 +54,6 @@ __all__ = [
 ]
 
 
-def _finite_float(value, name: str, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
-    return value
-
-
 def _finite_fields(obj, names, gain=None) -> None:
     """Replace each named field of a frozen activation by its checked float value.
 
@@ -69,10 +62,7 @@ def _finite_fields(obj, names, gain=None) -> None:
     """
     owner = type(obj).__name__
     for name in names:
-        value = _finite_float(getattr(obj, name), name, owner)
-        if not math.isfinite(value * value):
-            raise ValueError(f"{owner}: {name} = {value!r} is too large ({name}**2 overflows)")
-        object.__setattr__(obj, name, value)
+        object.__setattr__(obj, name, real(getattr(obj, name), f"{owner}: {name}", finite_square=True))
     if gain is not None:
         a, b = (getattr(obj, name) for name in gain)
         if not math.isfinite((a * b) * (a * b)):

@@ -27,13 +27,13 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_points
+from ._validation import as_points, as_real_array, choice, flag, float64_array, real
 from .network import FullyConnected
+from .serial import Serial
 from .spectral import as_symmetric_matrix, lambda_max, lambda_min
 
 __all__ = [
@@ -64,35 +64,9 @@ class Gaussian(NamedTuple):
 # --- argument checks ---------------------------------------------------------------------
 
 
-def _real(value, name: str, minimum: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be finite and {bound} {minimum:g}, got {value!r}")
-    return value
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _float_array(value, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"{name} must be an array of real numbers: {exc}") from exc
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return np.asarray(arr, dtype=np.float64)
-
-
 def _targets(y, name: str, n: int) -> np.ndarray:
     """``y`` of shape (n,) or (n, k), as float64."""
-    arr = _float_array(y, name)
+    arr = float64_array(y, name)
     if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.size == 0:
         raise ValueError(f"{name} must have shape ({n},) or ({n}, k) with k >= 1, got {arr.shape}")
     if not np.isfinite(arr).all():
@@ -100,8 +74,26 @@ def _targets(y, name: str, n: int) -> np.ndarray:
     return arr
 
 
+def _flow_settings(learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size):
+    """The checked (learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size)."""
+    return (
+        real(learning_rate, "learning_rate", minimum=0.0, strict=True),
+        real(diag_reg, "diag_reg", minimum=0.0),
+        flag(diag_reg_absolute_scale, "diag_reg_absolute_scale"),
+        flag(normalize_by_size, "normalize_by_size"),
+    )
+
+
+def _network_inputs(net, x, name: str, like: np.ndarray | None = None) -> np.ndarray:
+    """A network's inputs as float64: (N, d) points for FullyConnected (d as ``like``'s), and
+    (N, d), (N, L, C) or (N, H, W, C) arrays for serial networks, whose layers check the rest."""
+    if isinstance(net, FullyConnected):
+        return as_points(x, name, np.dtype(np.float64), features=None if like is None else like.shape[1])
+    return as_real_array(x, name, np.dtype(np.float64), (2, 3, 4), "(N, H, W, C), (N, L, C) or (N, d)")
+
+
 def _times(t) -> np.ndarray:
-    arr = _float_array(t, "t")
+    arr = float64_array(t, "t")
     if np.isnan(arr).any() or (arr < 0).any():
         raise ValueError("t must be >= 0 (inf allowed: the end of training), without NaN")
     return arr
@@ -143,23 +135,32 @@ def _check_psd(values: np.ndarray, name: str) -> None:
         )
 
 
-def _cholesky_solve(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
-    """a^-1 b for symmetric positive definite a, with a clear error when it is singular or not PSD."""
-    try:
-        import scipy.linalg as sl
-    except ImportError:  # numpy only: Cholesky to detect singularity, then a general solve
-        sl = None
-    try:
-        if sl is not None:
-            return sl.cho_solve(sl.cho_factor(a, lower=True, check_finite=False), b, check_finite=False)
-        np.linalg.cholesky(a)
-        return np.linalg.solve(a, b)
-    except np.linalg.LinAlgError as exc:
-        _check_psd(np.linalg.eigvalsh(a), name)  # a failed factorization: say whether a is PSD at all
-        raise ValueError(
-            f"{name} is singular to working precision (e.g. duplicate training points), so t = inf "
-            "(kernel regression) is undefined; pass diag_reg > 0 (a ridge) or use a finite t"
-        ) from exc
+class _CholeskySolver:
+    """a^-1 b for symmetric positive definite a, factored once (with scipy; numpy alone checks
+    the factorization, then solves), with a clear error when a is singular or not PSD."""
+
+    def __init__(self, a: np.ndarray, name: str):
+        try:
+            import scipy.linalg as sl
+        except ImportError:
+            sl = None
+        self._a, self._sl = a, sl
+        try:
+            if sl is not None:
+                self._factor = sl.cho_factor(a, lower=True, check_finite=False)
+            else:
+                np.linalg.cholesky(a)
+        except np.linalg.LinAlgError as exc:
+            _check_psd(np.linalg.eigvalsh(a), name)  # a failed factorization: say whether a is PSD at all
+            raise ValueError(
+                f"{name} is singular to working precision (e.g. duplicate training points), so t = inf "
+                "(kernel regression) is undefined; pass diag_reg > 0 (a ridge) or use a finite t"
+            ) from exc
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        if self._sl is not None:
+            return self._sl.cho_solve(self._factor, b, check_finite=False)
+        return np.linalg.solve(self._a, b)
 
 
 class _Spectrum:
@@ -218,13 +219,13 @@ class GradientFlow:
     ):
         k = _kernel(k_train_train, "k_train_train")
         self._y = _targets(y_train, "y_train", k.shape[0])
-        self.learning_rate = _real(learning_rate, "learning_rate", strict=True)
-        self.diag_reg = _real(diag_reg, "diag_reg")
-        self.diag_reg_absolute_scale = _flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
-        self.normalize_by_size = _flag(normalize_by_size, "normalize_by_size")
+        self.learning_rate, self.diag_reg, self.diag_reg_absolute_scale, self.normalize_by_size = _flow_settings(
+            learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size
+        )
         self._k = _regularized(k, self.diag_reg, self.diag_reg_absolute_scale)
         self._eta = self.learning_rate / (self._y.size if self.normalize_by_size else 1)
         self._spectrum: _Spectrum | None = None
+        self._solver: _CholeskySolver | None = None
 
     @property
     def n_train(self) -> int:
@@ -234,6 +235,12 @@ class GradientFlow:
         if self._spectrum is None:
             self._spectrum = _Spectrum(self._k, self._eta, "k_train_train")
         return self._spectrum
+
+    def _solve(self, b: np.ndarray) -> np.ndarray:
+        """The (regularized) train kernel's inverse times b, from one Cholesky factor."""
+        if self._solver is None:
+            self._solver = _CholeskySolver(self._k, "k_train_train")
+        return self._solver.solve(b)
 
     def predict(self, t, k_test_train=None, f0_train=None, f0_test=None) -> Prediction:
         """Network outputs after training for time ``t``.
@@ -262,7 +269,7 @@ class GradientFlow:
             raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
         kt = None
         if k_test_train is not None:
-            kt = _float_array(k_test_train, "k_test_train")
+            kt = float64_array(k_test_train, "k_test_train")
             if kt.ndim != 2 or kt.shape[1] != n or kt.shape[0] == 0:
                 raise ValueError(f"k_test_train must have shape (M, {n}), got {kt.shape}")
             if not np.isfinite(kt).all():
@@ -286,20 +293,20 @@ class GradientFlow:
             coeff = spec.vectors.T @ r0  # (N[, k])
             kv = None if kt is None else kt @ spec.vectors
         train = np.empty(times.shape + y.shape)
-        test = None if kt is None else np.empty(times.shape + ft0.shape)
+        test = None if ft0 is None else np.empty(times.shape + ft0.shape)
         solved = None
         for index in np.ndindex(times.shape):
             ti = float(times[index])
             if math.isinf(ti):
                 train[index] = y
-                if kt is not None:
+                if kt is not None and ft0 is not None and test is not None:
                     if solved is None:
-                        solved = _cholesky_solve(self._k, r0, "k_train_train")
+                        solved = self._solve(r0)
                     test[index] = ft0 - kt @ solved
                 continue
             decay = spec.decay(ti).reshape((-1,) + (1,) * (r0.ndim - 1))
             train[index] = y + spec.vectors @ (decay * coeff)
-            if kt is not None:
+            if kv is not None and ft0 is not None and test is not None:
                 integral = spec.integral(ti).reshape(decay.shape)
                 test[index] = ft0 - kv @ (integral * coeff)
         return Prediction(train, test)
@@ -340,9 +347,10 @@ def ensemble_predict(
 
     Parameters
     ----------
-    net : FullyConnected
-    x_train : array_like (N, d);  y_train : array_like (N,) or (N, k)
-    x_test : array_like (M, d), or None for the training points themselves
+    net : FullyConnected or Serial
+    x_train : array_like (N, d) (or (N, H, W, C), (N, L, C) for a serial network)
+    y_train : array_like (N,) or (N, k)
+    x_test : array_like (M, ...) shaped as x_train, or None for the training points themselves
     t : float >= 0 or array_like of shape T (inf allowed)
     kernel : "ntk" or "nngp"
     learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size : as GradientFlow
@@ -355,78 +363,72 @@ def ensemble_predict(
         ``mean`` of shape T + (M,) + y_train.shape[1:], ``covariance`` of shape T + (M, M)
         (None unless compute_cov).
     """
-    if not isinstance(net, FullyConnected):
-        raise TypeError(f"net must be an ntkcore.FullyConnected, got {type(net).__name__}")
-    if not isinstance(kernel, str) or kernel not in ("ntk", "nngp"):
-        raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
-    xtr = as_points(x_train, "x_train", np.dtype(np.float64))
+    if not isinstance(net, (FullyConnected, Serial)):
+        raise TypeError(f"net must be an ntkcore.FullyConnected or a serial network, got {type(net).__name__}")
+    kernel = choice(kernel, "kernel", ("ntk", "nngp"))
+    xtr = _network_inputs(net, x_train, "x_train")
     y = _targets(y_train, "y_train", xtr.shape[0])
-    xte = None if x_test is None else as_points(x_test, "x_test", np.dtype(np.float64), features=xtr.shape[1])
+    xte = None if x_test is None else _network_inputs(net, x_test, "x_test", like=xtr)
     times = _times(t)
-    lr = _real(learning_rate, "learning_rate", strict=True)
-    reg = _real(diag_reg, "diag_reg")
-    absolute = _flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
-    eta = lr / (y.size if _flag(normalize_by_size, "normalize_by_size") else 1)
-    cov_wanted = _flag(compute_cov, "compute_cov")
+    cov_wanted = flag(compute_cov, "compute_cov")
+    _flow_settings(learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size)  # before the kernels
 
     k_dd = net.kernels(xtr, n_threads=n_threads)
-    g_dd = _regularized(getattr(k_dd, kernel), reg, absolute)
-    nngp_dd = k_dd.nngp
-    if xte is not None:
-        k_td = net.kernels(xte, xtr, n_threads=n_threads)
-        g_td = getattr(k_td, kernel)
-        nngp_tt = net.nngp(xte, n_threads=n_threads) if cov_wanted else None
+    flow = GradientFlow(getattr(k_dd, kernel), y, learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size)
+    k_td = None if xte is None else net.kernels(xte, xtr, n_threads=n_threads)
+    g_td = None if k_td is None else getattr(k_td, kernel)
+    # The ensemble's mean is the flow's prediction from f0 = 0 (the networks' mean at init).
+    prediction = flow.predict(times, k_test_train=g_td)
+    mean = prediction.train if prediction.test is None else prediction.test
+    if not cov_wanted:
+        return Gaussian(mean, None)
 
-    m = xtr.shape[0] if xte is None else xte.shape[0]
-    mean = np.empty((*times.shape, m, *y.shape[1:]))
-    cov = np.empty((*times.shape, m, m)) if cov_wanted else None
-    spec = _Spectrum(g_dd, eta, "the train kernel") if np.isfinite(times).any() else None
+    test = None
+    if xte is not None and k_td is not None and g_td is not None:
+        test = (g_td, k_td.nngp, net.nngp(xte, n_threads=n_threads))
+    return Gaussian(mean, _ensemble_covariance(flow, kernel, times, k_dd.nngp, test))
+
+
+def _ensemble_covariance(flow: GradientFlow, kernel: str, times: np.ndarray, nngp_dd: np.ndarray, test) -> np.ndarray:
+    """The ensemble's output covariance, shape T + (M, M), on the training points (``test``
+    None) or on test points with ``test = (G(X*, X), K(X*, X), K(X*, X*))``."""
+    m = flow.n_train if test is None else test[0].shape[0]
+    cov = np.empty((*times.shape, m, m))
     inverse = None
     for index in np.ndindex(times.shape):
         ti = float(times[index])
-        if math.isinf(ti):
-            if xte is None:
-                mean[index] = y
-                if cov_wanted:
-                    cov[index] = 0.0
+        if test is None:
+            if math.isinf(ti):
+                cov[index] = 0.0
                 continue
-            if inverse is None:
-                # G^-1 [Y, G*^T, K*^T] in one Cholesky solve.
-                rhs = np.hstack([y.reshape(len(y), -1), g_td.T, k_td.nngp.T])
-                inverse = _cholesky_solve(g_dd, rhs, "the train kernel")
-            k_out = y.reshape(len(y), -1).shape[1]
-            a_y, a_gt, a_kt = inverse[:, :k_out], inverse[:, k_out : k_out + m], inverse[:, k_out + m :]
-            mean[index] = (g_td @ a_y).reshape((m, *y.shape[1:]))
-            if cov_wanted:
-                if kernel == "nngp":
-                    cov[index] = nngp_tt - g_td @ a_kt
-                else:
-                    cross = g_td @ a_kt
-                    cov[index] = nngp_tt - cross - cross.T + a_gt.T @ nngp_dd @ a_gt
-            continue
-        vecs = spec.vectors
-        decay = spec.decay(ti)
-        integral = spec.integral(ti)  # (1 - e^{-eta lambda t}) / lambda
-        if xte is None:
-            mean[index] = vecs @ ((1.0 - decay).reshape((-1,) + (1,) * (y.ndim - 1)) * (vecs.T @ y))
-            if cov_wanted:
-                if kernel == "nngp":
-                    cov[index] = (vecs * (spec.values * decay**2)) @ vecs.T
-                else:
-                    e = (vecs * decay) @ vecs.T
-                    cov[index] = e @ nngp_dd @ e
-            continue
-        gv = g_td @ vecs  # (M, N)
-        mean[index] = gv @ (integral.reshape((-1,) + (1,) * (y.ndim - 1)) * (vecs.T @ y))
-        if cov_wanted:
+            spec = flow._eig()
+            vecs, decay = spec.vectors, spec.decay(ti)
             if kernel == "nngp":
-                twice = spec.integral(2.0 * ti)
-                cov[index] = nngp_tt - (gv * twice) @ gv.T
+                cov[index] = (vecs * (spec.values * decay**2)) @ vecs.T
             else:
-                term = vecs @ (integral[:, None] * gv.T)  # A G*^T, (N, M)
-                cross = k_td.nngp @ term  # K* A G*^T, (M, M)
-                cov[index] = nngp_tt - cross - cross.T + term.T @ nngp_dd @ term
-    return Gaussian(mean, cov)
+                e = (vecs * decay) @ vecs.T
+                cov[index] = e @ nngp_dd @ e
+            continue
+        g_td, k_td, nngp_tt = test
+        if math.isinf(ti):
+            if inverse is None:  # G^-1 [G*^T, K*^T] from the flow's factor
+                inverse = flow._solve(np.hstack([g_td.T, k_td.T]))
+            a_gt, a_kt = inverse[:, :m], inverse[:, m:]
+            if kernel == "nngp":
+                cov[index] = nngp_tt - g_td @ a_kt
+            else:
+                cross = g_td @ a_kt
+                cov[index] = nngp_tt - cross - cross.T + a_gt.T @ nngp_dd @ a_gt
+            continue
+        spec = flow._eig()
+        gv = g_td @ spec.vectors  # (M, N)
+        if kernel == "nngp":
+            cov[index] = nngp_tt - (gv * spec.integral(2.0 * ti)) @ gv.T
+        else:
+            term = spec.vectors @ (spec.integral(ti)[:, None] * gv.T)  # A G*^T, (N, M)
+            cross = k_td @ term  # K* A G*^T, (M, M)
+            cov[index] = nngp_tt - cross - cross.T + term.T @ nngp_dd @ term
+    return cov
 
 
 # --- loss curve and bound ------------------------------------------------------------------
@@ -453,7 +455,7 @@ def loss_curve(K, r0, t, learning_rate: float = 1.0) -> np.ndarray:
     k = _kernel(K, "K")
     r = _residual(r0, k.shape[0])
     times = _times(t)
-    eta = _real(learning_rate, "learning_rate", strict=True)
+    eta = real(learning_rate, "learning_rate", minimum=0.0, strict=True)
     spec = _Spectrum(k, eta, "K")
     weights = np.sum((spec.vectors.T @ r) ** 2, axis=1)  # (N,)
     out = np.empty(times.shape)
@@ -473,8 +475,8 @@ def loss_bound(K, r0, t, learning_rate: float = 1.0, seed_form: bool = False) ->
     k = _kernel(K, "K")
     r = _residual(r0, k.shape[0])
     times = _times(t)
-    eta = _real(learning_rate, "learning_rate", strict=True)
-    seed = _flag(seed_form, "seed_form")
+    eta = real(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    seed = flag(seed_form, "seed_form")
     lam = lambda_min(k)
     if lam < -_rounding(np.diagonal(k)):
         raise ValueError(
@@ -496,7 +498,7 @@ def max_learning_rate(K, x=None, *, kernel: str = "ntk") -> float:
     time convention).  ValueError when ``K`` is zero (every learning rate is stable) or has a
     negative diagonal entry (it is not PSD).
     """
-    if not isinstance(K, FullyConnected):
+    if not isinstance(K, (FullyConnected, Serial)):
         K = _kernel(K, "K")
     top = lambda_max(K, x, kernel=kernel)
     if top <= 0:

@@ -37,7 +37,6 @@ its memory is the output plus ``O(N k sum(widths))``.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -45,7 +44,7 @@ import numpy as np
 
 from . import activations as _activations
 from ._native import core as _core
-from ._validation import as_points, check_n_threads, resolve_dtype
+from ._validation import as_points, check_n_threads, check_seed, choice, integer, integers, real, resolve_dtype
 from .network import FullyConnected, Kernels, _format_scales, _layer_scales
 
 __all__ = ["MLP", "TrainResult", "monte_carlo_kernels"]
@@ -53,54 +52,10 @@ __all__ = ["MLP", "TrainResult", "monte_carlo_kernels"]
 _OUTPUTS = ("trace", "full")
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_widths(widths) -> tuple[int, ...]:
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, (Sequence, np.ndarray)):
-        raise TypeError(f"widths must be a sequence of integers [d, n_1, ..., n_L, k], got {widths!r}")
-    if len(widths) < 2:
+def _widths(widths) -> tuple[int, ...]:
+    if isinstance(widths, (Sequence, np.ndarray)) and len(widths) < 2:
         raise ValueError(f"widths must list at least the input and output sizes [d, k], got {list(widths)!r}")
-    out = []
-    for i, w in enumerate(widths):
-        if isinstance(w, bool) or not isinstance(w, numbers.Integral):
-            raise TypeError(f"widths[{i}] must be an integer >= 1, got {w!r}")
-        if w < 1:
-            raise ValueError(f"widths[{i}] must be >= 1, got {w}")
-        out.append(int(w))
-    return tuple(out)
-
-
-def _check_seed(seed):
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return int(seed)
-
-
-def _check_output(output) -> str:
-    if not isinstance(output, str):
-        raise TypeError(f"output must be 'trace' or 'full', got {output!r}")
-    if output not in _OUTPUTS:
-        raise ValueError(f"output must be 'trace' or 'full', got {output!r}")
-    return output
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive real number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
+    return integers(widths, "widths")
 
 
 class TrainResult(NamedTuple):
@@ -154,9 +109,9 @@ class MLP:
         W_std=1.0,
         b_std=0.0,
         parameterization: str = "ntk",
-        seed: int = 0,
+        seed: int | np.random.SeedSequence = 0,
     ):
-        self._widths = _check_widths(widths)
+        self._widths = _widths(widths)
         depth = len(self._widths) - 2
         self._activation = _activations.get(activation)
         self._W_std = _layer_scales(W_std, "W_std", depth)
@@ -166,7 +121,7 @@ class MLP:
                 f"parameterization must be 'ntk', got {parameterization!r} "
                 "(the standard parameterization is not implemented yet)"
             )
-        self._seed = _check_seed(seed)
+        self._seed = check_seed(seed, sequence=True)
         rng = np.random.default_rng(self._seed)
         params = []
         for n_in, n_out in zip(self._widths[:-1], self._widths[1:]):
@@ -174,7 +129,7 @@ class MLP:
             b = rng.standard_normal(n_out)
             params.append((w, b))
         self._params = params
-        self._cast = {}
+        self._cast: dict = {}
 
     # --- description ------------------------------------------------------------------
 
@@ -337,7 +292,7 @@ class MLP:
         OverflowError
             If the forward pass or an NTK entry leaves the range of ``dtype``.
         """
-        output = _check_output(output)
+        output = choice(output, "output", _OUTPUTS)
         dtype = resolve_dtype(dtype, x1, x2)
         a = _feature_points(x1, "x1", dtype, self._widths[0])
         b = None if x2 is None else _feature_points(x2, "x2", dtype, self._widths[0])
@@ -448,9 +403,9 @@ class MLP:
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
         t = self._targets(y, a.shape[0], dtype)
-        learning_rate = _check_positive(learning_rate, "learning_rate")
-        steps = _check_int(steps, "steps", 0)
-        record_every = max(1, steps // 20) if record_every is None else _check_int(record_every, "record_every", 1)
+        learning_rate = real(learning_rate, "learning_rate", minimum=0.0, strict=True)
+        steps = integer(steps, "steps", minimum=0)
+        record_every = max(1, steps // 20) if record_every is None else integer(record_every, "record_every", minimum=1)
         p = a if probe is None else _feature_points(probe, "probe", dtype, self._widths[0])
         threads = check_n_threads(n_threads)
 
@@ -594,15 +549,15 @@ def monte_carlo_kernels(
     OverflowError
         If a network's outputs or NTK, or the averages, leave the range of ``dtype``.
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    seed = _check_seed(seed)
-    n_outputs = _check_int(n_outputs, "n_outputs", 1)
+    n_samples = integer(n_samples, "n_samples", minimum=1)
+    seed = check_seed(seed, sequence=True)
+    n_outputs = integer(n_outputs, "n_outputs", minimum=1)
     if not isinstance(nngp_estimator, str):
         raise TypeError(f"nngp_estimator must be 'output' or 'hidden', got {nngp_estimator!r}")
     if nngp_estimator not in ("output", "hidden"):
         raise ValueError(f"nngp_estimator must be 'output' or 'hidden', got {nngp_estimator!r}")
     if width is not None:
-        width = _check_int(width, "width", 1)
+        width = integer(width, "width", minimum=1)
     dtype = resolve_dtype(dtype, x1, x2)
     a = as_points(x1, "x1", dtype)
     b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
@@ -616,7 +571,8 @@ def monte_carlo_kernels(
         if width is None:
             raise ValueError("width is required when net_or_architecture is a FullyConnected")
         widths = [a.shape[1]] + [width] * arch.depth + [n_outputs]
-        activation, w_std, b_std = arch.activation, arch.W_std, arch.b_std
+        activation = arch.activation
+        w_std, b_std = arch._scales()
     elif isinstance(net_or_architecture, MLP):
         net = net_or_architecture
         if n_outputs != 1:

@@ -18,9 +18,10 @@ at every position (a 1 x 1 convolution).  NTK parameterization throughout.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
+
+from ._validation import integers, real
 
 __all__ = ["PADDINGS", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool"]
 
@@ -29,29 +30,14 @@ PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
 def _scale(value, name: str, owner: str) -> float:
     """A standard deviation: a finite real >= 0 whose square is finite too."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number >= 0, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0 and math.isfinite(value * value)):
-        raise ValueError(f"{owner}: {name} must be >= 0 with a finite square, got {value!r}")
-    return value
+    return real(value, f"{owner}: {name}", minimum=0.0, finite_square=True)
 
 
 def _shape(value, name: str, owner: str, rank: int | None = None) -> tuple[int, ...]:
     """A tuple of integers >= 1 (one per spatial axis)."""
-    if isinstance(value, (str, bytes, bool)) or isinstance(value, numbers.Number):
+    if isinstance(value, numbers.Number):
         raise TypeError(f"{owner}: {name} must be a tuple of integers >= 1, such as (3, 3), got {value!r}")
-    try:
-        values = tuple(value)
-    except TypeError as exc:
-        raise TypeError(f"{owner}: {name} must be a tuple of integers >= 1, got {value!r}") from exc
-    if not values:
-        raise ValueError(f"{owner}: {name} must have one entry per spatial axis, got {value!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{owner}: {name} entries must be integers >= 1, got {v!r}")
-        if v < 1:
-            raise ValueError(f"{owner}: {name} entries must be >= 1, got {v!r}")
+    values = integers(value, f"{owner}: {name}")
     if rank is not None and len(values) != rank:
         raise ValueError(f"{owner}: {name} must have {rank} entries (one per spatial axis), got {value!r}")
     return tuple(int(v) for v in values)

@@ -8,13 +8,13 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple, Union, cast
 
 import numpy as np
 
 from . import activations as _activations
 from ._native import core as _core
-from ._validation import as_points, check_n_threads, explain_memory_error, resolve_dtype
+from ._validation import as_points, check_n_threads, explain_memory_error, integers, real, resolve_dtype
 
 __all__ = ["FullyConnected", "Kernels"]
 
@@ -49,38 +49,12 @@ def _layer_scales(value, name: str, depth: int) -> tuple[float, ...]:
                 f"{name} must be a scalar or have one entry per dense layer (depth + 1 = "
                 f"{depth + 1}), got shape {np.shape(value)}"
             )
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{name} entries must be real numbers, got {v!r}")
-        v = float(v)
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"{name} entries must be finite and >= 0, got {v!r}")
-        if not math.isfinite(v * v):  # the recursion's variance factor is the square
-            raise ValueError(f"{name} = {v!r} is too large: {name}**2 overflows")
-        out.append(v)
-    return tuple(out)
+    return tuple(real(v, name, minimum=0.0, finite_square=True) for v in values)
 
 
 def _hidden_widths(value, depth: int) -> tuple[int, ...]:
     """An int or one int >= 1 per hidden layer (``depth``), as a tuple of ints."""
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}")
-    values = (value,) * depth if isinstance(value, numbers.Integral) else value
-    try:
-        values = tuple(values)
-    except TypeError as exc:
-        raise TypeError(f"widths must be an integer or a sequence of {depth} integers, got {value!r}") from exc
-    if len(values) != depth:
-        raise ValueError(
-            f"widths must be an integer or have one entry per hidden layer (depth = {depth}), got {len(values)} entries"
-        )
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"widths entries must be integers >= 1, got {v!r}")
-        if v < 1:
-            raise ValueError(f"widths entries must be >= 1, got {v!r}")
-    return tuple(int(v) for v in values)
+    return integers(value, f"widths (one per hidden layer, depth = {depth})", length=depth)
 
 
 def _format_scales(values: tuple[float, ...]) -> str:
@@ -146,10 +120,14 @@ class FullyConnected:
                 "kernels do not depend on the widths"
             )
 
+    def _scales(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(W_std, b_std) of every dense layer (``depth + 1`` entries each)."""
+        return cast("tuple[float, ...]", self.W_std), cast("tuple[float, ...]", self.b_std)
+
     def __repr__(self) -> str:
         return (
             f"FullyConnected(depth={self.depth}, activation={self.activation!r}, "
-            f"W_std={_format_scales(self.W_std)}, b_std={_format_scales(self.b_std)}, "
+            f"W_std={_format_scales(self._scales()[0])}, b_std={_format_scales(self._scales()[1])}, "
             f"parameterization={self.parameterization!r}"
             + ("" if self.widths is None else f", widths={self.widths!r}")
             + ")"
@@ -250,24 +228,24 @@ def float32_range(diagonal: Callable[..., Kernels], dtype: np.dtype, *points: np
     if dtype != np.float32:
         yield
         return
-    points = [p for p in points if p is not None]
+    given = [p for p in points if p is not None]
     tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
     try:
         yield
     except OverflowError as exc:
         try:
-            diagonals = [diagonal(p, dtype=np.float64) for p in points]
+            diagonals = [diagonal(p, dtype=np.float64) for p in given]
         except OverflowError:
             raise exc from None
         largest = max(float(np.max(np.abs(d.ntk))) for d in diagonals)
-        scale = max(float(np.max(np.mean(p.reshape(len(p), -1).astype(np.float64) ** 2, axis=1))) for p in points)
+        scale = max(float(np.max(np.mean(p.reshape(len(p), -1).astype(np.float64) ** 2, axis=1))) for p in given)
         raise OverflowError(
             f"float32 kernels overflow: they exceed float32's largest {huge:.3g} (in float64, Theta(x, x) "
             f"reaches {largest:.3g}; the inputs' mean square is up to {scale:.3g}); use "
             "dtype=numpy.float64, or rescale the inputs or lower W_std"
         ) from exc
     smallest = math.inf
-    for p in points:
+    for p in given:
         d = diagonal(p, dtype=np.float64)
         values = np.concatenate([d.nngp, d.ntk])
         values = values[values > 0]

@@ -195,7 +195,7 @@ _BUILTINS = {
     ),
     "sin": (np.sin, np.cos),
     "cos": (np.cos, lambda x: -np.sin(x)),
-    "erf": (lambda x: _erf(x).astype(float), lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x)),
+    "erf": (lambda x: np.asarray(_erf(x), dtype=float), lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x)),
 }
 
 

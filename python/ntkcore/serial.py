@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -59,14 +60,14 @@ class Serial:
 
     def _spec(self, rank: int) -> list:
         """The layer list as the core takes it, for inputs with ``rank`` spatial axes."""
-        spec = []
+        spec: list[tuple] = []
         for i, v in enumerate(self.layers):
             if isinstance(v, (_layers.Conv, _layers.AvgPool)):
                 window = v.filter_shape if isinstance(v, _layers.Conv) else v.window_shape
                 if len(window) != rank:
                     raise ValueError(f"layer {i} ({v!r}) has {len(window)} spatial axes, the inputs have {rank}")
                 pad = (1,) * (2 - rank)  # sequences are H x 1 grids
-                entry = (tuple(window) + pad, tuple(v.strides) + pad, v.padding)
+                entry = (tuple(window) + pad, tuple(cast(tuple, v.strides)) + pad, v.padding)
                 if isinstance(v, _layers.Conv):
                     spec.append(("conv", *entry, v.W_std**2, v.b_std**2))
                 else:
@@ -78,7 +79,8 @@ class Serial:
             elif isinstance(v, _layers.Flatten):
                 spec.append(("flatten",))
             else:
-                spec.append(("act", (v.family, v.core_params)))
+                act = cast(_activations.Activation, v)
+                spec.append(("act", (act.family, act.core_params)))
         return spec
 
     def kernels(self, x1, x2=None, *, dtype=None, n_threads: int | None = None) -> Kernels:

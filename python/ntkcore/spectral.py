@@ -48,8 +48,21 @@ import warnings
 import numpy as np
 
 from ._native import core as _core
-from ._validation import as_points, check_n_threads, optional_positive_int, resolve_dtype
+from ._validation import (
+    as_points,
+    check_n_threads,
+    check_seed,
+    choice,
+    integer,
+    optional_positive_int,
+    real,
+    resolve_dtype,
+)
 from .network import FullyConnected
+from .serial import Serial
+
+# Networks whose Gram matrices the solvers take as (net, x).
+_NETWORKS = (FullyConnected, Serial)
 
 __all__ = ["condition_number", "eigsh", "lambda_max", "lambda_min", "spectrum"]
 
@@ -71,7 +84,7 @@ def as_symmetric_matrix(K, name: str = "K") -> np.ndarray:
 
 def _checked_symmetric(K, name: str):
     """(``as_symmetric_matrix(K)``, max|K_ij|), from one pass over K."""
-    if isinstance(K, FullyConnected):
+    if isinstance(K, _NETWORKS):
         raise TypeError(f"{name} must be an array here, got a network")
     if isinstance(K, np.ndarray):
         arr = K
@@ -104,43 +117,18 @@ def _checked_symmetric(K, name: str):
     return arr, scale
 
 
-def _check_kernel(kernel) -> str:
-    if not isinstance(kernel, str) or kernel not in _KERNELS:
-        raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
-    return kernel
+def _operand(K, x, kernel, dtype=None, n_threads=None):
+    """('dense', (matrix, max|K_ij|)) or ('kernel', (network spec, points, kernel)), validated.
 
-
-def _check_k(k, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer in [1, N], got {k!r}")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, N] = [1, {n}], got {k}")
-    return int(k)
-
-
-def _check_tol(tol) -> float:
-    if tol is None:
-        return 0.0
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a positive number or None, got {tol!r}")
-    tol = float(tol)
-    if not (math.isfinite(tol) and 0.0 < tol < 1.0):
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    return tol
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
-        raise TypeError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    return int(seed)
-
-
-def _operand(K, x, kernel, dtype=None):
-    """('dense', (matrix, max|K_ij|)) or ('kernel', (network spec, points, kernel)), validated."""
-    if isinstance(K, FullyConnected):
+    A fully-connected network is applied matrix-free, tile by tile; a serial network's Gram
+    is formed first (N^2 entries).
+    """
+    if isinstance(K, _NETWORKS):
         if x is None:
             raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
-        kernel = _check_kernel(kernel)
+        kernel = choice(kernel, "kernel", _KERNELS)
+        if isinstance(K, Serial):
+            return "dense", _checked_symmetric(getattr(K.kernels(x, dtype=dtype, n_threads=n_threads), kernel), "K")
         dt = resolve_dtype(dtype, x)
         return "kernel", (K._core_network(), as_points(x, "x", dt), kernel)
     if x is not None:
@@ -158,15 +146,15 @@ def _solve(
 ):
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
-    kind, operand = _operand(K, x, kernel, dtype)
+    kind, operand = _operand(K, x, kernel, dtype, n_threads)
     n = operand[0].shape[0] if kind == "dense" else operand[1].shape[0]
-    k = _check_k(k, n)
+    k = integer(k, "k", minimum=1, maximum=n)
     settings = dict(
-        tol=_check_tol(tol),
+        tol=0.0 if tol is None else real(tol, "tol", minimum=0.0, maximum=1.0, strict=True),
         block_size=optional_positive_int(block_size, "block_size"),
         max_basis=optional_positive_int(max_basis, "max_basis"),
         max_passes=optional_positive_int(max_passes, "max_passes"),
-        seed=_check_seed(seed),
+        seed=check_seed(seed),
         n_threads=check_n_threads(n_threads),
     )
     try:
@@ -187,7 +175,7 @@ def _solve(
         single = (operand[0] if kind == "dense" else operand[1]).dtype == np.float32
         hint = "; compute in float64 (dtype=numpy.float64)" if single else ""
         raise OverflowError(f"{exc}{hint}") from exc
-    values, vectors, residuals, norm, passes, converged, lost, _shift = out
+    values, vectors, residuals, norm, passes, converged, lost = out
     if lost:  # the Cholesky path's last shift still lost a wanted pair in rounding
         raise RuntimeError(
             f"eigsh cannot resolve the {k} smallest eigenpairs of K to the tolerance: its spectrum is too "
@@ -217,7 +205,7 @@ def _extreme_tol(tol, K, x, dtype):
     if tol is not None:
         return tol
     single = (isinstance(K, np.ndarray) and K.dtype == np.float32) or (
-        isinstance(K, FullyConnected) and resolve_dtype(dtype, x) == np.float32
+        isinstance(K, _NETWORKS) and resolve_dtype(dtype, x) == np.float32
     )
     return 1e-4 if single else 1e-8
 
@@ -241,13 +229,14 @@ def eigsh(
     """The ``k`` largest or smallest eigenpairs of a symmetric PSD Gram matrix.
 
     Call as ``eigsh(K, k=...)`` with a dense matrix, or ``eigsh(net, x, k=..., kernel=...)``
-    to work on the Gram matrix of ``net`` on ``x`` without storing it.
+    to work on the Gram matrix of ``net`` on ``x``: without storing it for a
+    ``FullyConnected`` network, from the formed Gram (N^2 entries) for a ``serial`` one.
 
     Parameters
     ----------
-    K : array_like of shape (N, N), or FullyConnected
+    K : array_like of shape (N, N), FullyConnected or Serial
         Symmetric (to rounding) positive semidefinite float32/float64 matrix, or a network.
-    x : array_like of shape (N, d), only with a network
+    x : array_like of shape (N, d) (or (N, H, W, C), (N, L, C) for a serial network), only with a network
         The points whose Gram matrix is analysed.
     k : int in [1, N]
         Number of eigenpairs.
@@ -386,8 +375,8 @@ def condition_number(
     Arguments as :func:`eigsh`.
     """
     kw = dict(kernel=kernel, tol=tol, n_threads=n_threads, max_passes=max_passes, dtype=dtype)
-    if isinstance(K, FullyConnected):
-        n = np.shape(x)[0] if x is not None and np.ndim(x) == 2 else 1
+    if isinstance(K, _NETWORKS):
+        n = np.shape(x)[0] if x is not None and np.ndim(x) >= 2 else 1
         eps = np.finfo(resolve_dtype(dtype, x) if x is not None else np.float64).eps
     else:
         K = as_symmetric_matrix(K, "K")
@@ -407,10 +396,10 @@ def spectrum(K, x=None, *, kernel: str = "ntk", n_threads: int | None = None, dt
     sees it, so entries near the ends of the floating-point range are fine; an eigenvalue
     beyond the dtype's range raises OverflowError.
     """
-    if isinstance(K, FullyConnected):
+    if isinstance(K, _NETWORKS):
         if x is None:
             raise ValueError("x is required with a network: pass spectrum(net, x)")
-        kernel = _check_kernel(kernel)
+        kernel = choice(kernel, "kernel", _KERNELS)
         K = getattr(K.kernels(x, dtype=dtype, n_threads=n_threads), kernel)
     elif x is not None:
         raise TypeError("x is only used with a network: spectrum(net, x); K was given as a matrix")

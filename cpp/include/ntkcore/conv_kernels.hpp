@@ -269,17 +269,18 @@ private:
         for (std::size_t p = 0; p < P; ++p) chain.q[l][p] = ws.c[p * P + p];
     }
 
-    // c <- w c + b, d <- w^2 d + w b (A + B - 2 C) (A, B: the variances before, scaled by w),
-    // theta <- c_new + w theta.
+    // The dense step of dual_maps.hpp on a linear stage, whose "activation" is the identity
+    // (Tdot = 1; dist2 = q1 + q2 - 2 c from the variances q before, needed only when b > 0):
+    // c <- w c + b, d <- w^2 d + w b dist2, theta <- c_new + w theta.
     static void affine(std::size_t P1, std::size_t P2, const T* q1, const T* q2, T w, T b, T* c, T* d,
                        T* theta) {
+        const DenseStep<T> dense{w, b, w, w, b};
         for (std::size_t i = 0; i < P1; ++i)
             for (std::size_t j = 0; j < P2; ++j) {
                 const std::size_t e = i * P2 + j;
-                const T C = w * c[e], D = w * w * (d[e] > T(0) ? d[e] : T(0));
-                c[e] = C + b;
-                d[e] = b > T(0) ? D + b * detail::gap_of_bias(w * q1[i], w * q2[j], C, D) : D;
-                theta[e] = c[e] + w * theta[e];
+                const T d_in = d[e] > T(0) ? d[e] : T(0);
+                const T dist2 = b > T(0) ? detail::gap_of_bias(q1[i], q2[j], c[e], d_in) : T(0);
+                dense_step(dense, c[e], d_in, dist2, T(1), c[e], d[e], theta[e]);
             }
     }
 

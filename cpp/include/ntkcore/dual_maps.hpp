@@ -78,11 +78,23 @@ struct LayerInputs {
     const T* shared_tdot = nullptr;
 };
 
+// The dense layer's d = w^2 d_a + w b dist2_a: both terms are nonnegative, so it never cancels.
+template <class T>
+inline T dense_gap(T w, T b, T d_a, T dist2_a) {
+    return w * w * d_a + w * b * dist2_a;
+}
+
+// The dense layer's NTK from the activation's covariance c_a (a pair's or a point's own variance).
+template <class T>
+inline T dense_ntk(const DenseStep<T>& dense, T c_a, T tdot, T theta) {
+    return (dense.sigma_ntk * c_a + dense.bias_ntk) + dense.w_ntk * tdot * theta;
+}
+
 template <class T>
 inline void dense_step(const DenseStep<T>& dense, T c_a, T d_a, T dist2_a, T tdot, T& c, T& d, T& theta) {
     c = dense.w * c_a + dense.b;
-    d = dense.w * dense.w * d_a + dense.w * dense.b * dist2_a;
-    theta = (dense.sigma_ntk * c_a + dense.bias_ntk) + dense.w_ntk * tdot * theta;
+    d = dense_gap(dense.w, dense.b, d_a, dist2_a);
+    theta = dense_ntk(dense, c_a, tdot, theta);
 }
 
 // What an angle-based activation (ABReLU family, sign) gives for one pair: Ra, the factors
@@ -280,8 +292,7 @@ struct Erf {
                     alpha / T(2) * (angle_gap(qi, qj, ct, dt, den) + angle_gap(qj, qi, ct, dt, den));
                 const T gap = gap_exact > T(0) ? gap_exact : T(0);
                 const T ra = rai * ra2[j];
-                di[j] =
-                    dense.w * dense.w * gap * (ra + c_a) + dense.w * dense.b * (spread * spread + T(2) * gap);
+                di[j] = dense_gap(dense.w, dense.b, gap * (ra + c_a), spread * spread + T(2) * gap);
             }
         }
     }

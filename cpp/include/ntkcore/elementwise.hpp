@@ -1,5 +1,5 @@
 // Smooth activations known by name, for the Gauss-Hermite family (SPEC sec. 4) and the
-// finite-width networks: phi and phi' in double precision, each written so that it neither
+// finite-width networks: phi and phi', each written so that it neither
 // overflows nor cancels for large |x| (log1p/expm1 forms, the logistic from exp(-|x|)).
 #pragma once
 
@@ -37,19 +37,24 @@ constexpr double inv_sqrt_2pi = 0.39894228040143267793994605993438187;
 constexpr double two_over_sqrt_pi = 1.1283791670955125738961589031215452;
 
 // The logistic 1 / (1 + e^-x), exact to rounding for either sign of x.
-inline double logistic(double x) {
-    const double e = std::exp(-std::abs(x));
-    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+template <class T>
+T logistic(T x) {
+    const T e = std::exp(-std::abs(x));
+    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|).
-inline double softplus(double x) {
-    return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+template <class T>
+T softplus(T x) {
+    return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x)));
 }
 
 }  // namespace detail
 
-inline double builtin_phi(Builtin f, double x) {
+// phi of a built-in, in T (double for the Gauss-Hermite tables, the MLP's type in the
+// finite-width networks).
+template <class T>
+T builtin_phi(Builtin f, T x) {
     switch (f) {
         case Builtin::tanh:
             return std::tanh(x);
@@ -58,13 +63,13 @@ inline double builtin_phi(Builtin f, double x) {
         case Builtin::softplus:
             return detail::softplus(x);
         case Builtin::gelu:
-            return 0.5 * x * std::erfc(-x * detail::inv_sqrt2);
+            return T(0.5) * x * std::erfc(-x * T(detail::inv_sqrt2));
         case Builtin::silu:
             return x * detail::logistic(x);
         case Builtin::elu:
-            return x > 0.0 ? x : std::expm1(x);
+            return x > T(0) ? x : std::expm1(x);
         case Builtin::selu:
-            return detail::selu_scale * (x > 0.0 ? x : detail::selu_alpha * std::expm1(x));
+            return T(detail::selu_scale) * (x > T(0) ? x : T(detail::selu_alpha) * std::expm1(x));
         case Builtin::mish:
             return x * std::tanh(detail::softplus(x));
         case Builtin::sin:
@@ -74,45 +79,44 @@ inline double builtin_phi(Builtin f, double x) {
         case Builtin::erf:
             return std::erf(x);
     }
-    return 0.0;
+    return T(0);
 }
 
 // phi'; at the kink of selu (x = 0) the right derivative.
-inline double builtin_dphi(Builtin f, double x) {
+template <class T>
+T builtin_dphi(Builtin f, T x) {
     switch (f) {
         case Builtin::tanh: {
-            const double t = std::tanh(x);
-            return (1.0 - t) * (1.0 + t);
+            const T t = std::tanh(x);
+            return (T(1) - t) * (T(1) + t);
         }
-        case Builtin::sigmoid: {
-            const double s = detail::logistic(x);
-            return s * detail::logistic(-x);
-        }
+        case Builtin::sigmoid:
+            return detail::logistic(x) * detail::logistic(-x);
         case Builtin::softplus:
             return detail::logistic(x);
         case Builtin::gelu:
-            return 0.5 * std::erfc(-x * detail::inv_sqrt2) +
-                   x * detail::inv_sqrt_2pi * std::exp(-0.5 * x * x);
+            return T(0.5) * std::erfc(-x * T(detail::inv_sqrt2)) +
+                   x * T(detail::inv_sqrt_2pi) * std::exp(T(-0.5) * x * x);
         case Builtin::silu: {
-            const double s = detail::logistic(x);
+            const T s = detail::logistic(x);
             return s + x * s * detail::logistic(-x);
         }
         case Builtin::elu:
-            return x > 0.0 ? 1.0 : std::exp(x);
+            return x > T(0) ? T(1) : std::exp(x);
         case Builtin::selu:
-            return detail::selu_scale * (x >= 0.0 ? 1.0 : detail::selu_alpha * std::exp(x));
+            return T(detail::selu_scale) * (x >= T(0) ? T(1) : T(detail::selu_alpha) * std::exp(x));
         case Builtin::mish: {
-            const double sp = detail::softplus(x), t = std::tanh(sp);
-            return t + x * (1.0 - t) * (1.0 + t) * detail::logistic(x);
+            const T sp = detail::softplus(x), t = std::tanh(sp);
+            return t + x * (T(1) - t) * (T(1) + t) * detail::logistic(x);
         }
         case Builtin::sin:
             return std::cos(x);
         case Builtin::cos:
             return -std::sin(x);
         case Builtin::erf:
-            return detail::two_over_sqrt_pi * std::exp(-x * x);
+            return T(detail::two_over_sqrt_pi) * std::exp(-x * x);
     }
-    return 0.0;
+    return T(0);
 }
 
 // The numerical activation of a built-in: phi and phi' in the core, safe on any thread.

@@ -35,6 +35,7 @@
 #include <omp.h>
 #endif
 
+#include "elementwise.hpp"
 #include "gram.hpp"
 #include "network.hpp"
 
@@ -46,13 +47,11 @@ namespace ntkcore {
 template <class T>
 struct Pointwise {
     Family family;
-    T a, b, c, erf_slope;
+    T a, b, c;
     const NumericalFunction* numerical;
 
     explicit Pointwise(const Activation& act)
-        : family(act.family), a(T(act.a)), b(T(act.b)), c(T(act.c)),
-          erf_slope(T(act.a * act.b * 2.0 / std::sqrt(Constants<double>::pi))),
-          numerical(act.numerical.get()) {}
+        : family(act.family), a(T(act.a)), b(T(act.b)), c(T(act.c)), numerical(act.numerical.get()) {}
 
     // h <- phi(z) and, when dphi is not null, dphi <- phi'(z), for n values.
     void apply(std::size_t n, T* z, T* dphi) const {
@@ -66,26 +65,24 @@ struct Pointwise {
                 if (dphi) std::fill(dphi, dphi + n, T(0));
                 for (std::size_t i = 0; i < n; ++i) z[i] = z[i] > T(0) ? T(1) : (z[i] < T(0) ? T(-1) : T(0));
                 break;
-            case Family::erf:
-                if (dphi)
-                    for (std::size_t i = 0; i < n; ++i) {
-                        const T u = b * z[i];
-                        dphi[i] = erf_slope * std::exp(-u * u);
-                    }
-                for (std::size_t i = 0; i < n; ++i) z[i] = a * std::erf(b * z[i]) + c;
+            case Family::erf:  // a erf(b z) + c
+                for (std::size_t i = 0; i < n; ++i) {
+                    const T u = b * z[i];
+                    if (dphi) dphi[i] = a * b * builtin_dphi(Builtin::erf, u);
+                    z[i] = a * builtin_phi(Builtin::erf, u) + c;
+                }
                 break;
-            case Family::sin:
-                if (dphi)
-                    for (std::size_t i = 0; i < n; ++i) dphi[i] = a * b * std::cos(b * z[i] + c);
-                for (std::size_t i = 0; i < n; ++i) z[i] = a * std::sin(b * z[i] + c);
+            case Family::sin:  // a sin(b z + c)
+                for (std::size_t i = 0; i < n; ++i) {
+                    const T u = b * z[i] + c;
+                    if (dphi) dphi[i] = a * b * builtin_dphi(Builtin::sin, u);
+                    z[i] = a * builtin_phi(Builtin::sin, u);
+                }
                 break;
             case Family::gelu:
                 for (std::size_t i = 0; i < n; ++i) {
-                    const T cdf = T(0.5) * std::erfc(-z[i] / std::sqrt(T(2)));
-                    if (dphi)
-                        dphi[i] =
-                            cdf + z[i] * std::exp(T(-0.5) * z[i] * z[i]) / std::sqrt(T(2) * Constants<T>::pi);
-                    z[i] *= cdf;
+                    if (dphi) dphi[i] = builtin_dphi(Builtin::gelu, z[i]);
+                    z[i] = builtin_phi(Builtin::gelu, z[i]);
                 }
                 break;
             case Family::rectified_monomial: {
@@ -146,11 +143,11 @@ struct MLP {
             if (!(std::isfinite(w_std[m]) && w_std[m] >= 0.0 && std::isfinite(b_std[m]) && b_std[m] >= 0.0))
                 throw std::invalid_argument(layer + ": W_std and b_std must be finite and >= 0");
         }
-        Network net;
+        Network net;  // a one-layer network with this activation, to check its parameters
         net.activation = activation;
-        net.w_var = w_std;
-        net.b_var = b_std;
-        net.validate();  // activation parameters
+        net.w_var = {1.0};
+        net.b_var = {0.0};
+        net.validate();
         const NumericalFunction* fn = activation.numerical.get();
         if (activation.family == Family::numerical && !(fn->thread_safe && fn->dphi))
             throw std::invalid_argument(

@@ -71,7 +71,7 @@ void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Inde
             const T det = sq1 * sq2[j] - dot[j] * dot[j];
             const T dist2 = sq1 + sq2[j] - T(2) * dot[j];
             ci[j] = w * (dot[j] * inv_dim) + b;
-            di[j] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
+            di[j] = dense_gap(w, b, det * inv_dim * inv_dim, dist2 * inv_dim);
             ti[j] = rec.input_sigma_ntk * (dot[j] * inv_dim) + rec.input_bias_ntk;
         }
         for (std::size_t j = 0; j < cols; ++j) {
@@ -83,7 +83,7 @@ void input_layer(const InputPoints<T>& p1, const InputPoints<T>& p2, Eigen::Inde
             const T n1 = p1.norm[a], n2 = p2.norm[bj];
             const T det = prod * (minus * plus / T(4));
             const T dist2 = (n1 - n2) * (n1 - n2) + n1 * n2 * minus;
-            di[j] = w * w * (det * inv_dim * inv_dim) + w * b * (dist2 * inv_dim);
+            di[j] = dense_gap(w, b, det * inv_dim * inv_dim, dist2 * inv_dim);
         }
     }
 }

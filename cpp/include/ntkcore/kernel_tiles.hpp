@@ -130,8 +130,6 @@ public:
     const Network& network() const { return net_; }
 
     // K(x, x) and Theta(x, x) of row i of x1 (second = false) or of x2 (second = true).
-    double diagonal_nngp(std::size_t i, bool second = false) const { return states(second).nngp[i]; }
-    double diagonal_ntk(std::size_t i, bool second = false) const { return states(second).ntk[i]; }
 
     // Rows i0 .. i0 + n_rows and columns j0 .. j0 + n_cols: K into ws.c, Theta into ws.theta,
     // row-major n_rows x n_cols, in true units.  In the symmetric case, entries on the main

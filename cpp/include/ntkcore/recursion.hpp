@@ -240,7 +240,7 @@ Recursion<T> run_recursion(const Network& net, const Fam& act,
             DenseStep<T>{T(step.w), T(step.b), T(step.w_ntk), T(step.sigma_ntk), T(step.bias_ntk)});
         for (std::size_t i = 0; i < q.size(); ++i) {
             q[i] = step.w * act_q[i] + step.b;
-            theta[i] = (step.sigma_ntk * act_q[i] + step.bias_ntk) + step.w_ntk * tdot[i] * theta[i];
+            theta[i] = dense_ntk(step, act_q[i], tdot[i], theta[i]);
         }
         store(l + 1, q, false);
     }
