@@ -101,7 +101,9 @@ def main():
     print("| N | scikit-ntk | ntkcore | speed-up | scikit-ntk peak RSS (+call) | ntkcore peak RSS (+call) | bound |")
     print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        rows = {lib: run_child(["gradient", lib, str(n), str(args.repeat)], args.threads) for lib in ("skntk", "ntkcore")}
+        rows = {
+            lib: run_child(["gradient", lib, str(n), str(args.repeat)], args.threads) for lib in ("skntk", "ntkcore")
+        }
         time.sleep(2)
         bound = 2 * n * n * 8 * 3 / 2**20 + 100
         s, c = rows["skntk"], rows["ntkcore"]
@@ -110,7 +112,8 @@ def main():
             f"{s['rss']:.0f} MB (+{s['rss_increase']:.0f}) | {c['rss']:.0f} MB (+{c['rss_increase']:.0f}) | "
             f"{bound:.0f} MB |"
         )
-    print("\nGaussianProcessRegressor(kernel + WhiteKernel(), normalize_y=True).fit on diabetes (300 train / 142 test)\n")
+    print("\nGaussianProcessRegressor(kernel + WhiteKernel(), normalize_y=True).fit on diabetes")
+    print("(300 train / 142 test points)\n")
     print("| kernel | fit time | log marginal likelihood | test RMSE | fitted kernel |")
     print("|---|---|---|---|---|")
     for lib in ("skntk", "ntkcore"):

@@ -178,7 +178,7 @@ class NTKRegressor(RegressorMixin, _KernelRegression):
             output (NNGP: the GP posterior; NTK: the infinite ensemble of SPEC sec. 5, computed
             by ``ntkcore.ensemble_predict``), shared by the k outputs: for 2-D targets they are
             repeated to shape (M, k) and (M, M, k), as ``GaussianProcessRegressor`` does.
-            Fully-connected networks only.  At most one of the two.
+            At most one of the two.
 
         Returns
         -------
@@ -192,10 +192,6 @@ class NTKRegressor(RegressorMixin, _KernelRegression):
         mean = self._mean(X)
         if not (return_std or return_cov):
             return mean
-        if not isinstance(self.network_, FullyConnected):
-            raise NotImplementedError(
-                "return_std / return_cov need ntkcore.ensemble_predict, which takes FullyConnected networks only"
-            )
         cov = ensemble_predict(
             self.network_,
             self.X_train_,
