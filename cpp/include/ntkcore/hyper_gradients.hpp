@@ -321,7 +321,9 @@ public:
                     const double *ci = v.c.data() + r, *di = v.d.data() + r, *ti = v.theta.data() + r;
                     double *dcw = ws.dcw.data() + r, *dcb = ws.dcb.data() + r;
                     double *dtw = ws.dtw.data() + r, *dtb = ws.dtb.data() + r;
-#pragma omp simd
+// ivdep rather than omp simd: GCC's simd lowering would turn the tangent structs into
+// per-lane arrays (scatter stores) and give up; ivdep only drops the alias checks.
+#pragma GCC ivdep
                     for (std::size_t j = 0; j < n_cols; ++j) {
                         const PointTangent pj{q2[j], iq2[j], {dqw2[j], dqb2[j]}};
                         Tangent dc{dcw[j], dcb[j]}, dtheta{dtw[j], dtb[j]};
