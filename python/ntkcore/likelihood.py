@@ -33,7 +33,7 @@ from .network import FullyConnected
 __all__ = ["HyperparameterFit", "fit_hyperparameters", "hyper_gradients", "log_marginal_likelihood"]
 
 # Activation families with exact derivatives in the core.
-_DIFFERENTIABLE = ("ab_relu", "sign", "erf", "sin")
+_DIFFERENTIABLE = ("ab_relu", "sign", "erf", "sin", "rectified_monomial")
 _NAMES = ("W_std", "b_std", "noise")
 
 
@@ -45,7 +45,7 @@ def _check_network(net) -> FullyConnected:
     if net.activation.family not in _DIFFERENTIABLE:
         raise NotImplementedError(
             f"exact hyperparameter gradients are implemented for the ReLU family (relu, leaky ReLU, abs, "
-            f"identity), sign, erf and sin/cos; not for {net.activation!r}"
+            f"identity), sign, erf, sin/cos and rectified monomials; not for {net.activation!r}"
         )
     return net
 
@@ -62,9 +62,9 @@ def hyper_gradients(net, x1, x2=None, *, kernel: str = "ntk", n_threads: int | N
     Parameters
     ----------
     net : FullyConnected
-        NTK parameterization; activation of the ReLU family, sign, erf or sin/cos
-        (NotImplementedError otherwise).  Per-layer W_std (b_std) are scaled by one common
-        factor, whose logarithm is the variable.
+        NTK parameterization; activation of the ReLU family, sign, erf, sin/cos or a
+        rectified monomial (NotImplementedError otherwise: gelu, Gauss-Hermite activations).
+        Per-layer W_std (b_std) are scaled by one common factor, whose logarithm is the variable.
     x1 : array_like, shape (N1, d)
     x2 : array_like, shape (N2, d), optional
         ``None``: the symmetric Gram of ``x1``.

@@ -21,7 +21,8 @@
 //   erf      T_qi = -Tdot c~ / (1 + 2 qi~), Tdot_c = 4 b^2 c~ Tdot / den^2,
 //            Tdot_qi = -b^2 (1 + 2 qj~) Tdot / den^2 (qi~ = b^2 qi, c~ = b^2 c, den of dual_maps.hpp);
 //   sin/cos  T_qi = -b^2 T / 2, Tdot_qi = -b^2 Tdot / 2, Tdot_c = a^2 b^4 (e^-m cosh y - cos^2 c0 e^(-y-m)).
-// The others (gelu, rectified monomials, Gauss-Hermite series) and the standard
+//   max(x, 0)^n  by the homogeneity of T and Tdot per side (RectifiedMonomialTangent).
+// The others (gelu, Gauss-Hermite series) and the standard
 // parameterization are refused (std::domain_error).
 #pragma once
 
@@ -167,6 +168,55 @@ struct SinTangent {
     }
 };
 
+// max(x, 0)^n: T = R^n J_n(theta_a) / (2 pi), Tdot = n^2 R^(n-1) J_(n-1) / (2 pi) (dual_maps.hpp).
+// Per side T is homogeneous of degree n in the input's scale and Tdot of degree n - 1, so
+// 2 q1 T_q1 + c Tdot = n T and 2 q1 Tdot_q1 + c Tdot_c = (n - 1) Tdot, with Price's
+// Tdot_c = n^2 (n - 1)^2 R^(n-2) J_(n-2) / (2 pi) for n >= 2.  n = 1 is ReLU, n = 0 the step
+// T = (pi - theta_a) / (2 pi) (0 for a zero-variance point), both through the angle.
+struct RectifiedMonomialTangent {
+    int n;
+    ABReluTangent relu;
+    explicit RectifiedMonomialTangent(const Activation& act) : n(int(act.a)), relu(relu_activation()) {}
+
+    static Activation relu_activation() {
+        Activation a;
+        a.a = 0.0;
+        a.b = 1.0;
+        return a;
+    }
+
+    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
+                           const Tangent& dc) const {
+        if (n == 1) return relu(p1, p2, c, d, dc);
+        const detail::AngleTangent g(p1, p2, c, d, dc);
+        const double two_pi = 2.0 * Constants<double>::pi;
+        DualTangent out{};
+        if (n == 0) {
+            const double valid = (p1.q > 0.0) & (p2.q > 0.0) ? 1.0 : 0.0;
+            out.t = valid * (Constants<double>::pi - g.angle) / two_pi;
+            out.dt = {-g.dangle.w / two_pi, -g.dangle.b / two_pi};
+            return out;
+        }
+        const double r = std::sqrt(p1.q * p2.q), cos_a = std::cos(g.angle), sin2 = 1.0 - cos_a * cos_a;
+        double j_lower = Constants<double>::pi - g.angle, j = std::sin(g.angle) + j_lower * cos_a,
+               j_lower2 = 0.0;
+        for (int k = 2; k <= n; ++k) {
+            const double next = double(2 * k - 1) * cos_a * j + double((k - 1) * (k - 1)) * sin2 * j_lower;
+            j_lower2 = j_lower;
+            j_lower = j;
+            j = next;
+        }
+        const double nn = double(n * n);
+        out.t = int_power(r, n) * j / two_pi;
+        out.tdot = nn * int_power(r, n - 1) * j_lower / two_pi;
+        const double s_c = nn * double((n - 1) * (n - 1)) * int_power(r, n - 2) * j_lower2 / two_pi;
+        const double t_q = 0.5 * (n * out.t - c * out.tdot), s_q = 0.5 * ((n - 1) * out.tdot - c * s_c);
+        out.dt = detail::along(t_q * p1.iq, t_q * p2.iq, out.tdot, p1, p2, dc);
+        out.dtdot = detail::along(s_q * p1.iq, s_q * p2.iq, s_c, p1, p2, dc);
+        return out;
+    }
+};
+
 namespace detail {
 
 template <class F>
@@ -184,9 +234,13 @@ void visit_tangent(const Activation& act, F&& body) {
         case Family::sin:
             body(Sin<double>(act), SinTangent(act));
             break;
+        case Family::rectified_monomial:
+            body(RectifiedMonomial<double>(act), RectifiedMonomialTangent(act));
+            break;
         default:
             throw std::domain_error(
-                "exact hyperparameter gradients exist for the ReLU family, sign, erf and sin/cos only");
+                "exact hyperparameter gradients exist for the ReLU family, sign, erf, sin/cos and rectified "
+                "monomials only");
     }
 }
 
