@@ -125,6 +125,7 @@ def main():
         title=f"diabetes, depth-{DEPTH} ReLU NNGP, noise = {fit.noise:.3f}",
     )
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([0.3, 0.5, 1.0, 2.0, 3.0], ["0.3", "0.5", "1", "2", "3"])
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(HERE / "tune_diabetes.png", dpi=120)
