@@ -9,6 +9,7 @@
 
 from . import activations, finite, layers, reference
 from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
+from .likelihood import HyperparameterFit, fit_hyperparameters, hyper_gradients, log_marginal_likelihood
 from .network import FullyConnected, Kernels
 from .serial import Serial, serial
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FullyConnected",
     "GradientFlow",
+    "HyperparameterFit",
     "Kernels",
     "Serial",
     "__version__",
@@ -26,9 +28,12 @@ __all__ = [
     "eigsh",
     "ensemble_predict",
     "finite",
+    "fit_hyperparameters",
+    "hyper_gradients",
     "lambda_max",
     "lambda_min",
     "layers",
+    "log_marginal_likelihood",
     "loss_bound",
     "loss_curve",
     "max_learning_rate",

@@ -36,6 +36,13 @@ def gram(
     tile_cols: int = 64,
 ) -> tuple[_FloatArray, _FloatArray]: ...
 def diagonal(network: _KernelNetworkSpec, x: _FloatArray, nngp: _FloatArray, ntk: _FloatArray) -> None: ...
+def hyper_gram(
+    network: _KernelNetworkSpec,
+    kernel: str,
+    x1: npt.NDArray[np.float64],
+    x2: npt.NDArray[np.float64] | None,
+    n_threads: int = 0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def hermite_rule(degree: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def layer_gram(
     layers: _LayerSpec,
