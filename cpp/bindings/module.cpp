@@ -30,4 +30,5 @@ PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
     bind_empirical(m);
     bind_spectral(m);
     bind_layers(m);
+    bind_solve(m);
 }

@@ -10,6 +10,7 @@
 from . import activations, finite, layers, reference
 from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 from .network import FullyConnected, Kernels
+from .regression import KernelRegression
 from .serial import Serial, serial
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
 
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FullyConnected",
     "GradientFlow",
+    "KernelRegression",
     "Kernels",
     "Serial",
     "__version__",
