@@ -25,7 +25,8 @@ solved, so its predictions are those of exact kernel regression, to ``tol``.)
 
 Stopping: when every column has ``||y_j - (K + lambda I) alpha_j|| <= tol ||y_j||``, checked
 on the true residual (one extra pass) before returning; ``residual_`` is the largest of these
-ratios and ``iterations_`` the number of CG iterations (passes over the kernel, less one).
+ratios and ``iterations_`` the number of CG iterations (the passes over the kernel are one more,
+and one more per restart when rounding left the true residual above tol).
 
 Cost on paper (pcg): a pass over an N x N kernel computes ``ceil(N/128)^2 / 2`` tiles of
 128^2 kernel entries (each entry ~ ``depth`` dual-activation evaluations) plus ``2 N^2 k``
