@@ -346,6 +346,14 @@ class KernelRegression:
         pcg's landmark points.
     """
 
+    alpha_: np.ndarray
+    residual_: float
+    iterations_: int
+    solver_: str
+    ridge_: float
+    landmarks_: np.ndarray | None
+    x_train_: np.ndarray
+
     def __init__(
         self,
         net,
@@ -371,6 +379,7 @@ class KernelRegression:
             raise ValueError("solver='pcg' needs diag_reg > 0 (its preconditioner divides by the ridge)")
         if client is not None and solver == "cholesky":
             raise ValueError("a client runs the matrix-free passes: use solver='pcg' or 'auto' with it")
+        self.landmarks: int | np.ndarray | None
         if landmarks is None or isinstance(landmarks, numbers.Integral):  # bool: integer() refuses it
             self.landmarks = None if landmarks is None else integer(landmarks, "landmarks", minimum=1)
         else:
