@@ -392,3 +392,22 @@ def test_core_product_in_float32():
     out = core.kernel_product(NET._core_network(), x, None, True, v)
     assert out.dtype == np.float32
     assert rel(out.astype(np.float64), NET.ntk(x).astype(np.float64) @ v) < 1e-5
+
+
+def test_cg_restarts_from_the_true_residual_and_reports_it():
+    # tol = 1e-16 is below float64's rounding of the true residual, while CG's recursive residual
+    # keeps falling: every time it passes tol, CG restarts from the true residual, until max_iter.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    a = (q * np.logspace(0, 1, 200)) @ q.T
+    y = rng.standard_normal((200, 2))
+    passes = []
+
+    def apply(v):
+        passes.append(v.shape)
+        return a @ v
+
+    alpha, residual, iterations = regression._conjugate_gradients(apply, lambda r: r.copy(), y, 1e-16, 300)
+    true = np.max(np.linalg.norm(y - a @ alpha, axis=0) / np.linalg.norm(y, axis=0))
+    assert iterations == 300 and len(passes) > iterations + 1  # restarts happened
+    assert residual == pytest.approx(true, rel=1e-9) and 1e-16 < residual < 1e-14
