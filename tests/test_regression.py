@@ -411,3 +411,20 @@ def test_cg_restarts_from_the_true_residual_and_reports_it():
     true = np.max(np.linalg.norm(y - a @ alpha, axis=0) / np.linalg.norm(y, axis=0))
     assert iterations == 300 and len(passes) > iterations + 1  # restarts happened
     assert residual == pytest.approx(true, rel=1e-9) and 1e-16 < residual < 1e-14
+
+
+def test_pcg_holds_no_n_by_n_array():
+    # tracemalloc sees numpy's allocations (not the core's, which are O(N k) plus tiles for pcg):
+    # the cholesky path holds N x N arrays, pcg's largest is the N x m landmark block.
+    import tracemalloc
+
+    x = points(2000)
+    y = targets(x)
+    peaks = {}
+    for solver in ("cholesky", "pcg"):
+        tracemalloc.start()
+        KernelRegression(NET, solver=solver).fit(x, y).predict(x[:100])
+        peaks[solver] = tracemalloc.get_traced_memory()[1] / (8 * 2000**2)
+        tracemalloc.stop()
+    assert peaks["cholesky"] >= 1.0
+    assert peaks["pcg"] < 0.35
