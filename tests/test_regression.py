@@ -269,7 +269,12 @@ def test_float32_inputs_fit_as_their_float64_values():
 def test_auto_takes_cholesky_for_small_problems_and_pcg_without_memory(monkeypatch):
     x = points(200)
     assert KernelRegression(NET).fit(x, targets(x)).solver_ == "cholesky"
-    monkeypatch.setattr(regression, "_available_memory", lambda: 0.0)
+    monkeypatch.setattr(regression, "_available_memory", lambda: 2 * 16 * 200**2)  # the Gram fits in half
+    assert KernelRegression(NET).fit(x, targets(x)).solver_ == "cholesky"
+    monkeypatch.setattr(regression, "_available_memory", lambda: 2 * 16 * 200**2 - 1)
+    assert KernelRegression(NET).fit(x, targets(x)).solver_ == "pcg"
+    monkeypatch.setattr(regression, "_CHOLESKY_MAX_N", 199)
+    monkeypatch.setattr(regression, "_available_memory", lambda: 1e15)
     assert KernelRegression(NET).fit(x, targets(x)).solver_ == "pcg"
 
 

@@ -78,9 +78,9 @@ _KERNELS = ("ntk", "nngp")
 _SOLVERS = ("auto", "cholesky", "pcg")
 # "auto" factors the Gram matrix up to this many points (and while it fits in memory).
 _CHOLESKY_MAX_N = 20000
-# Bytes per Gram entry the Cholesky path holds at its peak: both Gram matrices, K + lambda I
-# and its factor.
-_CHOLESKY_BYTES = 32
+# Bytes per Gram entry the Cholesky path holds at its peak: both Gram matrices from the core,
+# then K + lambda I and its factor (measured: 6.1 GiB at N = 20000, bench/RESULTS_scale.md).
+_CHOLESKY_BYTES = 16
 # Bytes of kernel rows that the serial-network product computes at once.
 _SERIAL_BLOCK_BYTES = 2**26
 
@@ -305,7 +305,7 @@ class KernelRegression:
         ``diag_reg_absolute_scale=True``).  "pcg" needs ``diag_reg > 0``.
     solver : "auto", "cholesky" or "pcg"
         "cholesky" forms the Gram matrix and factors it; "pcg" never forms it (module
-        docstring); "auto" takes "cholesky" when N <= 20000 and 32 N^2 bytes are at most half
+        docstring); "auto" takes "cholesky" when N <= 20000 and 16 N^2 bytes are at most half
         the available memory, "pcg" otherwise or with a ``client``.
     tol : float in (0, 1)
         pcg stops when every column's relative residual is at most ``tol``.
