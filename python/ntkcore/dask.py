@@ -6,7 +6,9 @@
 * ``ntkcore.KernelRegression(..., solver="pcg", client=client)`` runs the passes of its
   conjugate gradients on the cluster: the training points are scattered to every worker once;
   each pass sends the N x k block of directions out and gets the N x k product back, computed
-  by the workers in row blocks ``K(x[rows], x) @ V``.  No kernel block leaves a worker.
+  by the workers in row blocks ``K(x[rows], x) @ V``.  No block of the N x N kernel leaves a
+  worker; the preconditioner's N x m kernel ``K(x, landmarks)`` is computed there in row
+  blocks and gathered once.
 
 Networks and activations are plain frozen dataclasses and pickle as they are.  A worker's
 core uses as many threads as the worker has (``threads_per_worker``), so start workers with
