@@ -32,7 +32,7 @@ Cost on paper (pcg): a pass over an N x N kernel computes ``ceil(N/128)^2 / 2`` 
 128^2 kernel entries (each entry ~ ``depth`` dual-activation evaluations) plus ``2 N^2 k``
 flops; one pass per iteration, iterations ~ ``sqrt(cond(P^-1 (K + lambda I)))``
 ``log(1/tol)``.  Bytes moved per pass on a cluster: ``N k`` doubles out to each worker and
-back, never a kernel block.
+back, never a block of the N x N kernel.
 
 >>> import numpy as np, ntkcore
 >>> rng = np.random.default_rng(0)
