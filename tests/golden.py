@@ -1,4 +1,4 @@
-"""Access to ../shared/golden (neural-tangents float64 values and 50-digit values)."""
+"""Access to tests/data/golden (neural-tangents float64 values and 50-digit values; see tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,12 @@ from pathlib import Path
 
 import ntkcore
 import numpy as np
-import pytest
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-
-
-def require_golden() -> Path:
-    if not (GOLDEN / "index.json").exists():
-        pytest.skip(f"golden values not found at {GOLDEN}")
-    return GOLDEN
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
 
 def configs() -> dict:
-    return json.loads((require_golden() / "index.json").read_text())["configs"]
+    return json.loads((GOLDEN / "index.json").read_text())["configs"]
 
 
 def network(name: str) -> ntkcore.FullyConnected:
@@ -28,11 +21,11 @@ def network(name: str) -> ntkcore.FullyConnected:
 
 
 def inputs() -> dict:
-    return dict(np.load(require_golden() / "inputs.npz"))
+    return dict(np.load(GOLDEN / "inputs.npz"))
 
 
 def values(name: str) -> dict:
-    return dict(np.load(require_golden() / f"{name}.npz"))
+    return dict(np.load(GOLDEN / f"{name}.npz"))
 
 
 def points(set_name: str):

@@ -1,5 +1,5 @@
 """The compiled core against values it did not produce: 50-digit evaluations of the
-recursion and neural-tangents' float64 kernels (../shared/golden)."""
+recursion and neural-tangents' float64 kernels (tests/data/golden)."""
 
 import golden
 import numpy as np

@@ -2,12 +2,12 @@
 
 Independent truths used here, never values produced by the code under test:
 
-* ``shared/golden``: neural-tangents 0.6.5 float64 Gram matrices and 50-digit exact values;
+* ``tests/data/golden``: neural-tangents 0.6.5 float64 Gram matrices and 50-digit exact values;
 * Monte Carlo means of ``phi(u) phi(v)`` over Gaussian samples (every activation class);
 * mpmath quadrature of the erf dual maps.
 
 Relative error, unless said otherwise, is ``max|a - ref| / max|ref|`` over the compared entries:
-the definition of ``relerr`` in ``shared/golden/index.json``, so the numbers printed here can be
+the definition of ``relerr`` in ``tests/data/golden/index.json``, so the numbers printed here can be
 compared with the golden metadata.  Per-entry relative errors would be dominated by the tiny
 entries of set A's near-zero row, whose absolute scale is 1e-12.
 """
@@ -41,7 +41,7 @@ from ntkcore.activations import (
 )
 from ntkcore.network import FullyConnected
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 CONFIGS = ["relu_L1", "relu_L3", "erf_L3"]
 COLLINEAR = 1 - 1e-6  # |correlation| above this: (anti)collinear pair
 
@@ -51,8 +51,6 @@ COLLINEAR = 1 - 1e-6  # |correlation| above this: (anti)collinear pair
 
 @pytest.fixture(scope="module")
 def golden():
-    if not (GOLDEN / "index.json").is_file():
-        pytest.skip(f"golden values not found: {GOLDEN} (the shared/ folder beside the checkout)")
     index = json.loads((GOLDEN / "index.json").read_text())
     inputs = dict(np.load(GOLDEN / "inputs.npz"))
     arrays = {name: dict(np.load(GOLDEN / f"{name}.npz")) for name in CONFIGS}

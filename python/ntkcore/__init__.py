@@ -1,4 +1,4 @@
-"""ntkcore: exact infinite-width NNGP and NTK Gram matrices of deep fully-connected networks.
+"""ntkcore: exact infinite-width NNGP and NTK Gram matrices of deep fully-connected and convolutional networks.
 
 >>> import numpy as np, ntkcore
 >>> net = ntkcore.FullyConnected(depth=3, activation="relu", W_std=2**0.5, b_std=0.1)

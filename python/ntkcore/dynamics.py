@@ -2,7 +2,7 @@
 
 Gradient flow on the squared loss ``L = ||f(X) - Y||^2 / 2`` with a fixed kernel Theta:
 ``df/dt = -eta Theta (f - Y)``, or ``-eta Theta (f - Y) / Y.size`` with
-``normalize_by_size=True`` (neural-tangents' convention).  With ``Theta = V diag(lambda) V^T``:
+``normalize_by_size=True`` (neural-tangents' convention).  With ``Theta = V diag(lambda) V^T``::
 
     train residual   r_t = V exp(-eta Lambda t) V^T r_0,       r_0 = f_0(X) - Y
     test prediction  f_t(X*) = f_0(X*) - Theta(X*, X) Theta^-1 (I - exp(-eta Theta t)) r_0
@@ -335,7 +335,7 @@ def ensemble_predict(
     Networks initialized at random and trained by gradient flow on (x_train, y_train) with
     the NTK (``kernel="ntk"``: all layers trained) or the NNGP kernel (``"nngp"``: last layer
     only, i.e. Bayesian inference at t = inf) have Gaussian outputs (Lee et al. 2019).  With
-    ``A(t) = G^-1 (I - exp(-eta G t))`` for the train kernel G (regularized):
+    ``A(t) = G^-1 (I - exp(-eta G t))`` for the train kernel G (regularized)::
 
         mean  = G(X*, X) A(t) Y
         cov   = K** - G(X*, X) A K*^T - K* A G(X*, X)^T + G(X*, X) A K A G(X*, X)^T   (ntk)

@@ -490,9 +490,9 @@ def layer_kernels(layers, x1, x2=None):
     layers : sequence of ``ntkcore.layers`` values and activations (objects or names)
         Must end in a scalar state: a :class:`~ntkcore.layers.GlobalAvgPool` or
         :class:`~ntkcore.layers.Flatten` readout for spatial inputs.
-    x1 : array_like, shape (N1, *spatial, C)
+    x1 : array_like, shape ``(N1, *spatial, C)``
         Channels-last inputs: (N, H, W, C) images, (N, L, C) sequences or (N, d) vectors.
-    x2 : array_like, shape (N2, *spatial2, C), optional
+    x2 : array_like, shape ``(N2, *spatial2, C)``, optional
         ``None`` means ``x1`` (a symmetric Gram, its diagonal from the variances alone).
 
     Returns
