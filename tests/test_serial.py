@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from ntkcore import layers as L
 from ntkcore import reference
-from ntkcore.activations import Erf, Gelu, LeakyRelu, Numerical, Sin
+from ntkcore.activations import Erf, Gelu, LeakyRelu, Sin
 from test_layers import _from_index, _natural_error
 
 DATA = Path(__file__).resolve().parent / "data" / "golden_cnn"
@@ -226,8 +226,6 @@ def test_bad_layer_entries():
         ntkcore.serial(L.Dense(), "banana")
     with pytest.raises(ValueError, match="at least one layer"):
         ntkcore.serial()
-    with pytest.raises(NotImplementedError, match="layer 1: Gauss-Hermite"):
-        ntkcore.serial(L.Dense(), Numerical("tanh"), L.Dense())
     with pytest.raises(TypeError, match="dtype"):
         GAP_RELU.kernels(IMAGES, dtype=np.int32)
     with pytest.raises(ValueError, match="n_threads"):

@@ -489,7 +489,10 @@ def layer_kernels(layers, x1, x2=None):
     ----------
     layers : sequence of ``ntkcore.layers`` values and activations (objects or names)
         Must end in a scalar state: a :class:`~ntkcore.layers.GlobalAvgPool` or
-        :class:`~ntkcore.layers.Flatten` readout for spatial inputs.
+        :class:`~ntkcore.layers.Flatten` readout for spatial inputs.  Activations go through
+        :func:`dual` entry by entry, Gauss-Hermite ones (``Numerical``) by its own 2-D rule
+        of ``deg`` nodes per axis (default 100: give ``deg`` for tanh-like functions, whose
+        rule converges slowly; deg^2 evaluations per position pair).
     x1 : array_like, shape ``(N1, *spatial, C)``
         Channels-last inputs: (N, H, W, C) images, (N, L, C) sequences or (N, d) vectors.
     x2 : array_like, shape ``(N2, *spatial2, C)``, optional

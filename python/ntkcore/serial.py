@@ -47,12 +47,6 @@ class Serial:
         values = tuple(_layer(v, i) for i, v in enumerate(self.layers))
         if not values:
             raise ValueError("serial needs at least one layer")
-        for i, v in enumerate(values):
-            if isinstance(v, _activations.Numerical):
-                raise NotImplementedError(
-                    f"layer {i}: Gauss-Hermite activations ({v.fn!r}) are not available in serial networks yet; "
-                    "use a closed form (Relu, Erf, Gelu, Sin, ...) or FullyConnected"
-                )
         object.__setattr__(self, "layers", values)
 
     def __repr__(self) -> str:
@@ -148,8 +142,22 @@ def serial(*layers) -> Serial:
     layers.GlobalAvgPool(), layers.Dense(W_std=2**0.5, b_std=0.1))`` is the infinite-width
     limit (channels -> infinity) of that CNN in the NTK parameterization, with the
     conventions of neural-tangents' stax.  Activations may differ from layer to layer;
-    spatial inputs need a GlobalAvgPool or Flatten readout.  Gauss-Hermite activations are
-    not available in serial networks yet.
+    spatial inputs need a GlobalAvgPool or Flatten readout.
+
+    Gauss-Hermite activations (:class:`ntkcore.activations.Numerical`: the built-ins such
+    as ``"tanh"``, ``"softplus"``, ``"silu"``, or a numpy callable) may stand at any
+    position.  Their Hermite coefficients are computed once per (input, position) and
+    layer, the degree chosen from the extreme pre-activation variances over all inputs
+    and positions of that layer, with the accuracy policy of ``Numerical``
+    (:class:`~ntkcore.activations.AccuracyError` naming the layer, or an
+    :class:`~ntkcore.activations.AccuracyWarning` for a fixed ``deg``).  Memory: per such
+    layer, N x P x K coefficients of phi and of phi' (K terms, at most the degree; in
+    float64 while they are computed, then in ``dtype``).
+
+    Without pooling (no AvgPool or GlobalAvgPool, hence a Flatten readout) and with one
+    grid for x1 and x2, only the spatial diagonal ``Sigma[p, p]`` is ever needed (SPEC
+    sec. 7): the kernels then cost O(P) per pair and layer instead of O(P^2), chosen
+    automatically.
     """
     return Serial(tuple(layers))
 

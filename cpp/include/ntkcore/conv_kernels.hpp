@@ -17,12 +17,29 @@
 // Theta(x, x)) runs once per input with the same code; the activation's per-point maps then
 // give the diagonal exactly.  All values are in true units (no rescaling): variances that
 // leave the floating-point range raise std::overflow_error.
+//
+// Gauss-Hermite activations (hermite_series.hpp) need, before their layer, the variances of
+// every input at every position: the degree is chosen from the extremes over all of them.
+// The chains therefore run in stages, each ending before such a layer; the series of that
+// layer is tabulated for all (input, position) points at once (its coefficients are kept
+// per input) and the next stage runs each chain again from its input (no P x P state is
+// kept per input: with S such layers an input costs up to S + 1 chain runs, against N / 2
+// pair runs in a symmetric Gram); on the spatial diagonal the P-entry state is kept and the
+// chain resumes.  A pair sums the series per position pair; its gap d after
+// the activation is formed by subtraction.
+//
+// Networks without pooling (AvgPool, GlobalAvgPool) whose inputs share one grid need only
+// the spatial diagonal Sigma[p, p] (SPEC sec. 7: a convolution reads Sigma[p + delta,
+// p + delta] for the diagonal entry p, activations and dense layers act entrywise, Flatten
+// averages the diagonal): the state is then P entries per pair, not P x P.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -33,9 +50,11 @@
 #include <Eigen/Core>
 
 #include "gram.hpp"
+#include "hermite_series.hpp"
 #include "kernel_tiles.hpp"
 #include "layer_network.hpp"
 #include "parallel.hpp"
+#include "recursion.hpp"
 
 namespace ntkcore {
 
@@ -53,10 +72,11 @@ struct AxisMap {
     Grid out_grid() const { return along_h ? Grid{out, w_in, true} : Grid{h_in, out, true}; }
 };
 
-// Scratch of one thread: the pair state and its next version, and variance vectors.
+// Scratch of one thread: the pair state and its next version, variance vectors (tap sums
+// and their transposes) and per-column accumulators, reused from pair to pair.
 template <class T>
 struct LayerWorkspace {
-    std::vector<T> c, d, theta, c2, d2, theta2, q1, q2, q1b, q2b, keep;
+    std::vector<T> c, d, theta, c2, d2, theta2, q1, q2, s1, s2, spare, q1b, q2b, keep;
     void reserve(std::size_t n) {
         for (auto* v : {&c, &d, &theta, &c2, &d2, &theta2})
             if (v->size() < n) v->resize(n);
@@ -66,10 +86,25 @@ struct LayerWorkspace {
 // What an input's own chain leaves for its pairs: the variance at every position before
 // each layer (and after the last), and, before each activation, sqrt of it, its inverse and
 // sqrt of the variance after the activation.
+// Gauss-Hermite activations also keep, per layer, the series coefficients of phi and phi'
+// (coef[l][k * P + p]: term k of position p) and the variance and E[phi'^2] after the
+// activation at each position (act_q, act_dq); on the spatial diagonal, the state where the
+// last stage stopped (before layer `stopped`, 0: none).
 template <class T>
 struct InputChain {
-    std::vector<std::vector<T>> q, r, ir, ra;
+    std::vector<std::vector<T>> q, r, ir, ra, coef, dcoef, act_q, act_dq;
+    std::vector<T> state_c, state_d, state_theta;
+    std::size_t stopped = 0;
     double nngp = 0.0, ntk = 0.0;
+    void resize(std::size_t layers) {
+        q.assign(layers + 1, {});
+        for (auto* v : {&r, &ir, &ra, &coef, &dcoef, &act_q, &act_dq}) v->assign(layers, {});
+    }
+};
+
+// The taps of one conv or pooling layer along each axis of an input grid (window_index).
+struct LayerTaps {
+    std::vector<long> h, w;
 };
 
 template <class T>
@@ -96,14 +131,35 @@ public:
             throw std::invalid_argument("layer kernels: inputs must have grid size x channels columns");
         grids1_ = layer_grids(layers_, g1);
         grids2_ = x2 ? layer_grids(layers_, g2) : grids1_;
-        std::size_t largest = 1;
-        for (std::size_t l = 0; l <= layers_.size(); ++l) {
-            if (l < layers_.size() && layers_[l].kind == LayerKind::flatten && !(grids1_[l] == grids2_[l]))
+        diagonal_ = grids1_ == grids2_;
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            const Layer& layer = layers_[l];
+            if (layer.kind == LayerKind::flatten && !(grids1_[l] == grids2_[l]))
                 throw std::invalid_argument(detail::layer_name(layers_, l) +
                                             " needs equal grids for x1 and x2");
+            if (layer.kind == LayerKind::avg_pool || layer.kind == LayerKind::global_avg_pool)
+                diagonal_ = false;
+            if (layer.kind == LayerKind::conv && (layer.window[0] > 8 || layer.window[1] > 8))
+                throw std::invalid_argument("layer kernels: filters up to 8 taps per axis");
+        }
+        for (auto& taps : taps_) taps.resize(layers_.size());
+        terms_.assign(layers_.size(), 0);
+        std::size_t largest = 1;
+        for (std::size_t l = 0; l <= layers_.size(); ++l) {
             // Pairs and each input's own chain; stages never grow a grid.
             const std::size_t p1 = grids1_[l].size(), p2 = grids2_[l].size();
-            largest = std::max({largest, p1 * p2, p1 * p1, p2 * p2});
+            largest = std::max({largest, diagonal_ ? p1 : std::max({p1 * p2, p1 * p1, p2 * p2})});
+            if (l == layers_.size()) break;
+            const Layer& layer = layers_[l];
+            if (layer.kind == LayerKind::conv || layer.kind == LayerKind::avg_pool)
+                for (int set = 0; set < 2; ++set) {
+                    const Grid g = (set == 0 ? grids1_ : grids2_)[l];
+                    const auto index = [&](std::size_t size, int axis) {
+                        return detail::window_index(size, layer.window[axis], layer.strides[axis],
+                                                    layer.padding);
+                    };
+                    taps_[set][l] = {index(g.h, 0), index(g.w, 1)};
+                }
         }
         largest_ = largest;
     }
@@ -112,20 +168,30 @@ public:
     std::size_t cols() const { return std::size_t(x2_.rows()); }
     bool symmetric() const { return symmetric_; }
 
-    // Each input's own chain, for every input of both sets, on `threads` threads.
+    // Each input's own chain, for every input of both sets, on `threads` threads; in stages
+    // ending before each Gauss-Hermite activation, whose series is tabulated in between.
     void prepare(int threads, const std::function<bool()>& should_stop) {
+        StopSignal stop(should_stop);
+        const std::size_t L = layers_.size();
+        series_warned_ = false;
         chains1_.assign(rows(), {});
         chains2_.assign(symmetric_ ? 0 : cols(), {});
+        for (auto* chains : {&chains1_, &chains2_})
+            for (auto& chain : *chains) chain.resize(L);
         const std::size_t n = rows() + chains2_.size();
         const int used = detail::resolve_threads(threads, n);
         std::vector<detail::LayerWorkspace<T>> ws(static_cast<std::size_t>(used));
-        detail::parallel_tiles(n, used, should_stop, [&](std::size_t k) {
-            const bool second = k >= rows();
-            const std::size_t i = second ? k - rows() : k;
-            auto& chain = second ? chains2_[i] : chains1_[i];
-            run(input(second, i), input(second, i), second ? grids2_ : grids1_, second ? grids2_ : grids1_,
-                nullptr, nullptr, &chain, ws[std::size_t(detail::thread_index())]);
-        });
+        for (std::size_t end = next_series(0);; end = next_series(end + 1)) {
+            detail::parallel_tiles(n, used, stop, [&](std::size_t k) {
+                const bool second = k >= rows();
+                const std::size_t i = second ? k - rows() : k;
+                auto& chain = second ? chains2_[i] : chains1_[i];
+                run(second, i, second, i, nullptr, nullptr, &chain, ws[std::size_t(detail::thread_index())],
+                    end);
+            });
+            if (end == L) break;
+            tabulate(end, stop);
+        }
         for (const auto* chains : {&chains1_, &chains2_})
             for (const auto& chain : *chains)
                 for (double v : {chain.nngp, chain.ntk})
@@ -143,8 +209,8 @@ public:
     // K(x1_i, x2_j) and Theta(x1_i, x2_j).
     std::pair<T, T> pair(std::size_t i, std::size_t j, detail::LayerWorkspace<T>& ws) const {
         if (symmetric_ && i == j) return {T(chains1_[i].nngp), T(chains1_[i].ntk)};
-        run(input(false, i), input(!symmetric_, j), grids1_, grids2_, &chains1_[i],
-            symmetric_ ? &chains1_[j] : &chains2_[j], nullptr, ws);
+        run(false, i, !symmetric_, j, &chains1_[i], symmetric_ ? &chains1_[j] : &chains2_[j], nullptr, ws,
+            layers_.size());
         return {ws.c[0], ws.theta[0]};
     }
 
@@ -158,9 +224,10 @@ private:
         return (second ? x2_ : x1_).data() + i * std::size_t((second ? x2_ : x1_).cols());
     }
 
-    // Sigma = x . x' / C per position pair, and its gap from the normalised pixels
-    // (|x|^2 |x'|^2 |x^ - x'^|^2 |x^ + x'^|^2 / 4, exact for duplicates and for one channel).
-    void input_layer(const T* a, const T* b, std::size_t p1, std::size_t p2,
+    // Sigma = x . x' / C per position pair (only p = p' when `diag`), and its gap from the
+    // normalised pixels (|x|^2 |x'|^2 |x^ - x'^|^2 |x^ + x'^|^2 / 4, exact for duplicates and
+    // for one channel).
+    void input_layer(const T* a, const T* b, std::size_t p1, std::size_t p2, bool diag,
                      detail::LayerWorkspace<T>& ws) const {
         const std::size_t C = channels_;
         const T inv = T(1) / T(C);
@@ -169,7 +236,7 @@ private:
             T nu = 0;
             for (std::size_t k = 0; k < C; ++k) nu += u[k] * u[k];
             const T su = nu > T(0) ? T(1) / std::sqrt(nu) : T(0);
-            for (std::size_t j = 0; j < p2; ++j) {
+            for (std::size_t j = diag ? i : 0; j < (diag ? i + 1 : p2); ++j) {
                 const T* v = b + j * C;
                 T nv = 0, dot = 0, minus = 0, plus = 0;
                 for (std::size_t k = 0; k < C; ++k) {
@@ -182,7 +249,7 @@ private:
                     minus += m * m;
                     plus += p * p;
                 }
-                const std::size_t e = i * p2 + j;
+                const std::size_t e = diag ? i : i * p2 + j;
                 ws.c[e] = dot * inv;
                 ws.d[e] = (su > T(0) && sv > T(0)) ? nu * nv * inv * inv * minus * plus / T(4) : T(0);
                 ws.theta[e] = T(0);
@@ -190,40 +257,108 @@ private:
         }
     }
 
-    // Runs the layers on one pair.  `self` (a = b, chain1 = chain2) records the chain: the
-    // variances are read off the diagonal, and activations set it from the per-point maps.
-    void run(const T* a, const T* b, const std::vector<Grid>& grids1, const std::vector<Grid>& grids2,
-             const detail::InputChain<T>* other1, const detail::InputChain<T>* other2,
-             detail::InputChain<T>* record, detail::LayerWorkspace<T>& ws) const {
+    // The first Gauss-Hermite activation at or after layer `from`, or the layer count.
+    std::size_t next_series(std::size_t from) const {
+        for (std::size_t l = from; l < layers_.size(); ++l)
+            if (layers_[l].kind == LayerKind::activation && layers_[l].activation.family == Family::numerical)
+                return l;
+        return layers_.size();
+    }
+
+    // The series of Gauss-Hermite activation l for every (input, position) of both sets, its
+    // degree chosen from the extreme variances of all of them; each chain keeps its columns.
+    void tabulate(std::size_t l, StopSignal& stop) {
+        HermiteSeries<T> series(layers_[l].activation);
+        series.warned = series_warned_;  // a fixed degree's warning names the first layer only
+        std::vector<double> q;
+        for (const auto* chains : {&chains1_, &chains2_})
+            for (const auto& chain : *chains) q.insert(q.end(), chain.q[l].begin(), chain.q[l].end());
+        detail::check_range(q, "the variance before " + detail::layer_name(layers_, l));
+        const SeriesLayer table = series.tabulate(q, l, stop);
+        series_warned_ = series.warned;
+        terms_[l] = table.terms;
+        using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        const Eigen::Index terms = Eigen::Index(table.terms);
+        Eigen::Index offset = 0;
+        for (auto* chains : {&chains1_, &chains2_})
+            for (auto& chain : *chains) {
+                const std::size_t P = chain.q[l].size();
+                for (auto [from, to] : {std::make_pair(&table.coef, &chain.coef[l]),
+                                        std::make_pair(&table.dcoef, &chain.dcoef[l])}) {
+                    to->resize(std::size_t(terms) * P);
+                    Eigen::Map<Rows>(to->data(), terms, Eigen::Index(P)) =
+                        from->middleCols(offset, Eigen::Index(P)).template cast<T>();
+                }
+                chain.r[l].resize(P);
+                chain.ir[l].resize(P);
+                chain.ra[l].resize(P);
+                chain.act_q[l].resize(P);
+                chain.act_dq[l].resize(P);
+                for (std::size_t p = 0; p < P; ++p) {
+                    const T r = std::sqrt(chain.q[l][p]);
+                    const std::size_t k = std::size_t(offset) + p;
+                    chain.r[l][p] = r;
+                    chain.ir[l][p] = r > T(0) ? T(1) / r : T(0);
+                    chain.ra[l][p] = T(std::sqrt(table.variance[k]));
+                    chain.act_q[l][p] = T(table.variance[k]);
+                    chain.act_dq[l][p] = T(table.derivative[k]);
+                }
+                offset += Eigen::Index(P);
+            }
+    }
+
+    // Runs layers 0 .. end - 1 on the pair of input i of set1 and input j of set2 (true: x2).
+    // `self` (the same input twice, chain1 = chain2) records the chain: the variances are read
+    // off the diagonal (those before layer `end` last), activations set it from the per-point
+    // maps, and a run to the end records K(x, x) and Theta(x, x).
+    void run(bool set1, std::size_t i, bool set2, std::size_t j, const detail::InputChain<T>* other1,
+             const detail::InputChain<T>* other2, detail::InputChain<T>* record,
+             detail::LayerWorkspace<T>& ws, std::size_t end) const {
         ws.reserve(largest_);
-        const std::size_t L = layers_.size();
-        const bool self = record != nullptr;
-        if (self) {
-            record->q.assign(L + 1, {});
-            record->r.assign(L, {});
-            record->ir.assign(L, {});
-            record->ra.assign(L, {});
-        }
+        const T *a = input(set1, i), *b = input(set2, j);
+        const std::vector<Grid>& grids1 = set1 ? grids2_ : grids1_;
+        const std::vector<Grid>& grids2 = set2 ? grids2_ : grids1_;
+        const auto& taps1 = taps_[set1 ? 1 : 0];
+        const auto& taps2 = taps_[set2 ? 1 : 0];
+        const bool self = record != nullptr, diag = diagonal_;
         const detail::InputChain<T>& chain1 = self ? *record : *other1;
         const detail::InputChain<T>& chain2 = self ? *record : *other2;
-        input_layer(a, b, grids1[0].size(), grids2[0].size(), ws);
-        for (std::size_t l = 0; l < L; ++l) {
+        // On the diagonal a chain resumes where its previous stage stopped.
+        std::size_t begin = 0;
+        if (self && diag && record->stopped > 0) {
+            begin = record->stopped;
+            for (auto [from, to] :
+                 {std::make_pair(&record->state_c, &ws.c), std::make_pair(&record->state_d, &ws.d),
+                  std::make_pair(&record->state_theta, &ws.theta)})
+                std::copy(from->begin(), from->end(), to->begin());
+        } else {
+            input_layer(a, b, grids1[0].size(), grids2[0].size(), diag, ws);
+        }
+        for (std::size_t l = begin; l < end; ++l) {
             const Layer& layer = layers_[l];
             const Grid g1 = grids1[l], g2 = grids2[l];
             const std::size_t P1 = g1.size(), P2 = g2.size();
-            if (self) record_variances(*record, l, P1, ws);
+            if (self) record_variances(*record, l, P1, diag, ws);
             const std::vector<T>& q1 = chain1.q[l];
             const std::vector<T>& q2 = chain2.q[l];
             switch (layer.kind) {
                 case LayerKind::dense:
-                    affine(P1, P2, q1.data(), q2.data(), T(layer.w_var), T(layer.b_var), ws.c.data(),
-                           ws.d.data(), ws.theta.data());
+                    if (diag)
+                        for (std::size_t p = 0; p < P1; ++p)
+                            affine(1, 1, &q1[p], &q2[p], T(layer.w_var), T(layer.b_var), &ws.c[p], &ws.d[p],
+                                   &ws.theta[p]);
+                    else
+                        affine(P1, P2, q1.data(), q2.data(), T(layer.w_var), T(layer.b_var), ws.c.data(),
+                               ws.d.data(), ws.theta.data());
                     break;
                 case LayerKind::conv:
-                    conv(layer, g1, g2, q1, q2, ws);
+                    if (diag)
+                        conv_diagonal(layer, taps1[l], g1, q1, q2, ws);
+                    else
+                        conv(layer, taps1[l], taps2[l], g1, g2, q1, q2, ws);
                     break;
                 case LayerKind::avg_pool:
-                    pool(layer, g1, g2, ws);
+                    pool(layer, taps1[l], taps2[l], g1, g2, ws);
                     break;
                 case LayerKind::global_avg_pool: {
                     T c = 0, theta = 0;
@@ -236,16 +371,16 @@ private:
                     break;
                 }
                 case LayerKind::flatten:
-                    flatten(P1, q1.data(), q2.data(), ws);
+                    flatten(P1, diag ? 1 : P1 + 1, q1.data(), q2.data(), ws);
                     break;
                 case LayerKind::activation:
-                    activate(layer.activation, P1, P2, chain1, chain2, l, record, ws);
+                    activate(layer.activation, P1, P2, chain1, chain2, l, record, diag, ws);
                     break;
             }
             if (layer.kind == LayerKind::avg_pool || layer.kind == LayerKind::global_avg_pool) {
                 // Positions mixed with independent offsets: the gap by subtraction.
                 const std::size_t n1 = grids1[l + 1].size(), n2 = grids2[l + 1].size();
-                if (self) record_variances(*record, l + 1, n1, ws);
+                if (self) record_variances(*record, l + 1, n1, false, ws);
                 const std::vector<T>& v1 = chain1.q[l + 1];
                 const std::vector<T>& v2 = chain2.q[l + 1];
                 for (std::size_t i = 0; i < n1; ++i)
@@ -255,18 +390,28 @@ private:
                     }
             }
         }
-        if (self) {
-            record->q[L] = {ws.c[0]};
-            record->nngp = double(ws.c[0]);
-            record->ntk = double(ws.theta[0]);
+        if (!self) return;
+        if (end < layers_.size()) {
+            const std::size_t P = grids1[end].size();
+            record_variances(*record, end, P, diag, ws);
+            if (diag) {
+                record->stopped = end;
+                record->state_c.assign(ws.c.begin(), ws.c.begin() + long(P));
+                record->state_d.assign(ws.d.begin(), ws.d.begin() + long(P));
+                record->state_theta.assign(ws.theta.begin(), ws.theta.begin() + long(P));
+            }
+            return;
         }
+        record->q[end] = {ws.c[0]};
+        record->nngp = double(ws.c[0]);
+        record->ntk = double(ws.theta[0]);
     }
 
-    // The variances before layer l from the diagonal of a self pair.
-    static void record_variances(detail::InputChain<T>& chain, std::size_t l, std::size_t P,
+    // The variances before layer l from the diagonal of a self pair (all of it when `diag`).
+    static void record_variances(detail::InputChain<T>& chain, std::size_t l, std::size_t P, bool diag,
                                  const detail::LayerWorkspace<T>& ws) {
         chain.q[l].resize(P);
-        for (std::size_t p = 0; p < P; ++p) chain.q[l][p] = ws.c[p * P + p];
+        for (std::size_t p = 0; p < P; ++p) chain.q[l][p] = ws.c[diag ? p : p * P + p];
     }
 
     // The dense step of dual_maps.hpp on a linear stage, whose "activation" is the identity
@@ -403,54 +548,94 @@ private:
             std::swap(*from, *to);
         }
         for (auto [v, h, w] : {std::make_tuple(&v1, H1, W1), std::make_tuple(&v2, H2, W2)}) {
-            std::vector<T> t(v->size());
+            ws.spare.resize(v->size());
             for (std::size_t i = 0; i < h; ++i)
-                for (std::size_t j = 0; j < w; ++j) t[j * h + i] = (*v)[i * w + j];
-            *v = std::move(t);
+                for (std::size_t j = 0; j < w; ++j) ws.spare[j * h + i] = (*v)[i * w + j];
+            std::swap(*v, ws.spare);
         }
     }
 
     // Sigma <- w avg(Sigma) + b, Theta <- Sigma_new + w avg(Theta): taps along H, then along W
     // (as rows of the transposed state, transposed back after).
-    void conv(const Layer& layer, Grid g1, Grid g2, const std::vector<T>& q1, const std::vector<T>& q2,
+    void conv(const Layer& layer, const detail::LayerTaps& taps1, const detail::LayerTaps& taps2, Grid g1,
+              Grid g2, const std::vector<T>& q1, const std::vector<T>& q2,
               detail::LayerWorkspace<T>& ws) const {
-        if (layer.window[0] > 8 || layer.window[1] > 8)
-            throw std::invalid_argument("layer kernels: filters up to 8 taps per axis");
-        const std::size_t kh = layer.window[0], kw = layer.window[1], sh = layer.strides[0],
-                          sw = layer.strides[1];
-        std::vector<T> s1, s2;
-        tap_rows(kh, detail::window_index(g1.h, kh, sh, layer.padding),
-                 detail::window_index(g2.h, kh, sh, layer.padding), g1.w, g2.h, g2.w, q1, q2, ws.q1, ws.q2,
-                 ws);
-        const std::size_t h1 = detail::window_count(g1.h, kh, sh, layer.padding);
-        const std::size_t h2 = detail::window_count(g2.h, kh, sh, layer.padding);
-        const std::size_t w1 = detail::window_count(g1.w, kw, sw, layer.padding);
-        const std::size_t w2 = detail::window_count(g2.w, kw, sw, layer.padding);
-        if (kw > 1 || sw > 1) {
+        const std::size_t kh = layer.window[0], kw = layer.window[1];
+        tap_rows(kh, taps1.h, taps2.h, g1.w, g2.h, g2.w, q1, q2, ws.q1, ws.q2, ws);
+        const std::size_t h1 = taps1.h.size() / kh, h2 = taps2.h.size() / kh;
+        const std::size_t w1 = taps1.w.size() / kw, w2 = taps2.w.size() / kw;
+        if (kw > 1 || layer.strides[1] > 1) {
             transpose(h1, g1.w, h2, g2.w, ws.q1, ws.q2, ws);
-            tap_rows(kw, detail::window_index(g1.w, kw, sw, layer.padding),
-                     detail::window_index(g2.w, kw, sw, layer.padding), h1, g2.w, h2, ws.q1, ws.q2, s1, s2,
-                     ws);
-            transpose(w1, h1, w2, h2, s1, s2, ws);
+            tap_rows(kw, taps1.w, taps2.w, h1, g2.w, h2, ws.q1, ws.q2, ws.s1, ws.s2, ws);
+            transpose(w1, h1, w2, h2, ws.s1, ws.s2, ws);
         } else {
-            s1 = ws.q1;
-            s2 = ws.q2;
+            ws.s1 = ws.q1;
+            ws.s2 = ws.q2;
         }
         const T scale = T(layer.w_var) / T(kh * kw);
         // theta becomes c_new + (w / |F|) sum(theta) = Sigma_new + w avg(Theta).
-        affine(h1 * w1, h2 * w2, s1.data(), s2.data(), scale, T(layer.b_var), ws.c.data(), ws.d.data(),
+        affine(h1 * w1, h2 * w2, ws.s1.data(), ws.s2.data(), scale, T(layer.b_var), ws.c.data(), ws.d.data(),
                ws.theta.data());
     }
 
+    // The convolution on the spatial diagonal (one grid g): entry p of the output sums the
+    // entries p + delta over the whole filter, its gap by the tap identity.
+    void conv_diagonal(const Layer& layer, const detail::LayerTaps& taps, Grid g, const std::vector<T>& q1,
+                       const std::vector<T>& q2, detail::LayerWorkspace<T>& ws) const {
+        const std::size_t kh = layer.window[0], kw = layer.window[1];
+        const std::size_t oh = taps.h.size() / kh, ow = taps.w.size() / kw;
+        const T scale = T(layer.w_var) / T(kh * kw), bias = T(layer.b_var);
+        for (std::size_t i = 0; i < oh; ++i)
+            for (std::size_t j = 0; j < ow; ++j) {
+                T A = 0, B = 0, C = 0, theta = 0, G = 0;
+                const auto each_tap = [&](auto&& body) {
+                    for (std::size_t th = 0; th < kh; ++th) {
+                        const long ih = taps.h[i * kh + th];
+                        if (ih < 0) continue;
+                        for (std::size_t tw = 0; tw < kw; ++tw) {
+                            const long iw = taps.w[j * kw + tw];
+                            if (iw >= 0) body(std::size_t(ih) * g.w + std::size_t(iw));
+                        }
+                    }
+                };
+                each_tap([&](std::size_t e) {
+                    A += q1[e];
+                    B += q2[e];
+                    C += ws.c[e];
+                    theta += ws.theta[e];
+                    const T dt = ws.d[e] > T(0) ? ws.d[e] : T(0);
+                    G += q1[e] > T(0) ? dt / q1[e] : q2[e];
+                });
+                T V = 0;
+                if (A > T(0)) {
+                    const T u = C / A;
+                    each_tap([&](std::size_t e) {
+                        if (!(q1[e] > T(0))) return;
+                        const T dev = ws.c[e] / q1[e] - u;
+                        V += q1[e] * dev * dev;
+                    });
+                }
+                const std::size_t out = i * ow + j;
+                ws.c2[out] = C;
+                ws.d2[out] = A > T(0) ? A * (G + V) : T(0);
+                ws.theta2[out] = theta;
+                affine(1, 1, &A, &B, scale, bias, &ws.c2[out], &ws.d2[out], &ws.theta2[out]);
+            }
+        std::swap(ws.c, ws.c2);
+        std::swap(ws.d, ws.d2);
+        std::swap(ws.theta, ws.theta2);
+    }
+
     // Average pooling: independent offsets on the two grids, c and theta alike.
-    void pool(const Layer& layer, Grid g1, Grid g2, detail::LayerWorkspace<T>& ws) const {
+    void pool(const Layer& layer, const detail::LayerTaps& taps1, const detail::LayerTaps& taps2, Grid g1,
+              Grid g2, detail::LayerWorkspace<T>& ws) const {
         for (int axis = 0; axis < 2; ++axis) {
-            const std::size_t k = layer.window[axis], s = layer.strides[axis];
+            const std::size_t k = layer.window[axis];
             for (int side = 0; side < 2; ++side) {
                 const Grid g = side == 0 ? g1 : g2;
-                const std::size_t n = axis == 0 ? g.h : g.w;
-                const detail::AxisMap m{axis == 0, g.h, g.w, detail::window_count(n, k, s, layer.padding)};
-                const std::vector<long> index = detail::window_index(n, k, s, layer.padding);
+                const detail::LayerTaps& taps = side == 0 ? taps1 : taps2;
+                const std::vector<long>& index = axis == 0 ? taps.h : taps.w;
+                const detail::AxisMap m{axis == 0, g.h, g.w, index.size() / k};
                 const std::size_t other_in = side == 0 ? g2.size() : g1.size();  // the other grid's positions
                 const std::size_t P_in = g.size(), P_out = m.out_size();
                 for (std::size_t o = 0; o < m.out; ++o)
@@ -478,11 +663,13 @@ private:
         }
     }
 
-    // K = mean_p Sigma[p, p], the gap by the tap identity over the positions.
-    static void flatten(std::size_t P, const T* q1, const T* q2, detail::LayerWorkspace<T>& ws) {
+    // K = mean_p Sigma[p, p] (entry p * step of the state), the gap by the tap identity over
+    // the positions.
+    static void flatten(std::size_t P, std::size_t step, const T* q1, const T* q2,
+                        detail::LayerWorkspace<T>& ws) {
         T A = 0, C = 0, theta = 0, G = 0, V = 0;
         for (std::size_t p = 0; p < P; ++p) {
-            const std::size_t e = p * P + p;
+            const std::size_t e = p * step;
             A += q1[p];
             C += ws.c[e];
             theta += ws.theta[e];
@@ -493,7 +680,7 @@ private:
             const T u = C / A;
             for (std::size_t p = 0; p < P; ++p)
                 if (q1[p] > T(0)) {
-                    const T dev = ws.c[p * P + p] / q1[p] - u;
+                    const T dev = ws.c[p * step] / q1[p] - u;
                     V += q1[p] * dev * dev;
                 }
         }
@@ -503,15 +690,16 @@ private:
         ws.theta[0] = theta / n;
     }
 
+    // Sigma <- T, Theta <- Tdot Theta entrywise (the diagonal entries p only when `diag`).
     void activate(const Activation& act, std::size_t P1, std::size_t P2, const detail::InputChain<T>& chain1,
                   const detail::InputChain<T>& chain2, std::size_t l, detail::InputChain<T>* record,
-                  detail::LayerWorkspace<T>& ws) const {
+                  bool diag, detail::LayerWorkspace<T>& ws) const {
         detail::visit_family<T>(act, [&](const auto& fam) {
             using Fam = std::decay_t<decltype(fam)>;
-            if constexpr (detail::is_tabulated<Fam>::value) {
-                throw std::invalid_argument("layer kernels: Gauss-Hermite activations are not available yet");
-            } else {
-                if (record) {
+            constexpr bool series = detail::is_tabulated<Fam>::value;
+            const std::size_t step = diag ? 1 : P1 + 1;  // between diagonal entries of the state
+            if (record) {
+                if constexpr (!series) {  // a series' per-point values come with its table
                     const std::vector<T>& q = record->q[l];
                     record->r[l].resize(P1);
                     record->ir[l].resize(P1);
@@ -522,26 +710,63 @@ private:
                         record->ir[l][p] = r > T(0) ? T(1) / r : T(0);
                         record->ra[l][p] = T(std::sqrt(fam.variance(double(q[p]))));
                     }
-                    ws.keep.resize(P1);
-                    for (std::size_t p = 0; p < P1; ++p) ws.keep[p] = ws.theta[p * P1 + p];
                 }
-                const auto& c1 = chain1;
-                const auto& c2 = chain2;
-                const LayerInputs<T> in{c1.r[l].data(),  c2.r[l].data(),  c1.ir[l].data(),
-                                        c2.ir[l].data(), c1.q[l].data(),  c2.q[l].data(),
-                                        c1.ra[l].data(), c2.ra[l].data(), T(1)};
-                const DenseStep<T> identity{T(1), T(0), T(1), T(0), T(0)};
+                ws.keep.resize(P1);
+                for (std::size_t p = 0; p < P1; ++p) ws.keep[p] = ws.theta[p * step];
+            }
+            LayerInputs<T> in{chain1.r[l].data(),  chain2.r[l].data(),  chain1.ir[l].data(),
+                              chain2.ir[l].data(), chain1.q[l].data(),  chain2.q[l].data(),
+                              chain1.ra[l].data(), chain2.ra[l].data(), T(1)};
+            if constexpr (series) {
+                in.coef1 = chain1.coef[l].data();
+                in.coef2 = chain2.coef[l].data();
+                in.dcoef1 = chain1.dcoef[l].data();
+                in.dcoef2 = chain2.dcoef[l].data();
+                in.stride1 = P1;
+                in.stride2 = P2;
+                in.terms = terms_[l];
+            }
+            const DenseStep<T> identity{T(1), T(0), T(1), T(0), T(0)};
+            if (diag) {
+                for (std::size_t p = 0; p < P1; ++p)
+                    fam.pairs(1, 1, shifted(in, p), &ws.c[p], &ws.d[p], &ws.theta[p], identity);
+            } else {
                 fam.pairs(P1, P2, in, ws.c.data(), ws.d.data(), ws.theta.data(), identity);
-                if (record) {  // the diagonal from the per-point maps, exactly
-                    for (std::size_t p = 0; p < P1; ++p) {
+            }
+            if constexpr (series) {  // the series leaves d = 0: by subtraction, for what follows
+                const auto gap = [&](std::size_t e, std::size_t i, std::size_t j) {
+                    const T R = chain1.ra[l][i] * chain2.ra[l][j], c = ws.c[e];
+                    ws.d[e] = std::max(T(0), (R - c) * (R + c));
+                };
+                if (diag)
+                    for (std::size_t p = 0; p < P1; ++p) gap(p, p, p);
+                else
+                    for (std::size_t i = 0; i < P1; ++i)
+                        for (std::size_t j = 0; j < P2; ++j) gap(i * P2 + j, i, j);
+            }
+            if (record) {  // the diagonal from the per-point maps, exactly
+                for (std::size_t p = 0; p < P1; ++p) {
+                    const std::size_t e = p * step;
+                    if constexpr (series) {
+                        ws.c[e] = chain1.act_q[l][p];
+                        ws.theta[e] = chain1.act_dq[l][p] * ws.keep[p];
+                    } else {
                         const double q = double(chain1.q[l][p]);
-                        ws.c[p * P1 + p] = T(fam.variance(q));
-                        ws.d[p * P1 + p] = T(0);
-                        ws.theta[p * P1 + p] = T(fam.derivative(q)) * ws.keep[p];
+                        ws.c[e] = T(fam.variance(q));
+                        ws.theta[e] = T(fam.derivative(q)) * ws.keep[p];
                     }
+                    ws.d[e] = T(0);
                 }
             }
         });
+    }
+
+    // The per-point inputs of position p on both sides, as those of a 1 x 1 block.
+    static LayerInputs<T> shifted(LayerInputs<T> in, std::size_t p) {
+        for (const T** v : {&in.r1, &in.r2, &in.ir1, &in.ir2, &in.q1, &in.q2, &in.ra1, &in.ra2, &in.coef1,
+                            &in.coef2, &in.dcoef1, &in.dcoef2})
+            if (*v) *v += p;
+        return in;
     }
 
     std::vector<Layer> layers_;
@@ -549,6 +774,10 @@ private:
     bool symmetric_;
     std::size_t channels_;
     std::vector<Grid> grids1_, grids2_;
+    bool diagonal_ = false;  // pairs carry only the spatial diagonal (no pooling, one grid)
+    std::array<std::vector<detail::LayerTaps>, 2> taps_;  // per layer, for the grids of x1 and of x2
+    bool series_warned_ = false;
+    std::vector<std::size_t> terms_;  // series terms of each Gauss-Hermite activation
     std::size_t largest_ = 1;
     std::vector<detail::InputChain<T>> chains1_, chains2_;
 };

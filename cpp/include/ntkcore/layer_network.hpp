@@ -130,10 +130,6 @@ inline void validate_layers(const std::vector<Layer>& layers) {
                 throw std::invalid_argument(detail::layer_name(layers, l) +
                                             ": windows and strides must be >= 1");
         if (layer.kind == LayerKind::activation) {
-            if (layer.activation.family == Family::numerical)
-                throw std::invalid_argument(
-                    detail::layer_name(layers, l) +
-                    ": Gauss-Hermite activations are not available in layer networks yet");
             Network probe;  // the activation checks of a one-layer fully-connected network
             probe.activation = layer.activation;
             probe.w_var = {1.0};
