@@ -31,4 +31,5 @@ PYBIND11_MODULE(NTKCORE_MODULE_NAME, m) {
     bind_spectral(m);
     bind_layers(m);
     bind_hyper_gradients(m);
+    bind_solve(m);
 }

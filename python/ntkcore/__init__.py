@@ -11,6 +11,7 @@ from . import activations, finite, layers, reference
 from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 from .likelihood import HyperparameterFit, fit_hyperparameters, hyper_gradients, log_marginal_likelihood
 from .network import FullyConnected, Kernels
+from .regression import KernelRegression
 from .serial import Serial, serial
 from .spectral import condition_number, eigsh, lambda_max, lambda_min, spectrum
 
@@ -20,6 +21,7 @@ __all__ = [
     "FullyConnected",
     "GradientFlow",
     "HyperparameterFit",
+    "KernelRegression",
     "Kernels",
     "Serial",
     "__version__",

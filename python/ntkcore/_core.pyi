@@ -116,3 +116,13 @@ def eigsh_kernel(
     n_threads: int = 0,
     tile: int = 0,
 ) -> _EigenResult: ...
+def kernel_product(
+    network: _KernelNetworkSpec,
+    x1: _FloatArray,
+    x2: _FloatArray | None,
+    ntk: bool,
+    v: _FloatArray,
+    n_threads: int = 0,
+    tile: int = 0,
+    progress: Callable[[int, int], object] | None = None,
+) -> _FloatArray: ...
