@@ -83,9 +83,9 @@ ntkcore::Network network(const std::string& activation, long depth) {
     ntkcore::Network net;
     double w_var = 2.0;
     if (activation == "relu") {
-        net.activation = {ntkcore::Family::ab_relu, 0.0, 1.0, 0.0};
+        net.activation = {ntkcore::Family::ab_relu, 0.0, 1.0, 0.0, nullptr};
     } else if (activation == "erf") {
-        net.activation = {ntkcore::Family::erf, 1.0, 1.0, 0.0};
+        net.activation = {ntkcore::Family::erf, 1.0, 1.0, 0.0, nullptr};
         w_var = 2.25;
     } else {
         std::fprintf(stderr, "activation must be relu or erf\n");

@@ -10,7 +10,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
-#include "ntkcore/empirical.hpp"
+#include "instances.hpp"
 
 namespace py = pybind11;
 

@@ -11,8 +11,8 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "instances.hpp"
 #include "ntkcore/elementwise.hpp"
-#include "ntkcore/gram.hpp"
 
 namespace py = pybind11;
 

@@ -10,7 +10,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
-#include "ntkcore/conv_kernels.hpp"
+#include "instances.hpp"
 
 namespace py = pybind11;
 
@@ -105,14 +105,8 @@ py::tuple layer_diagonal(const py::list& spec, const Array<T>& x, const py::tupl
     py::array_t<T> nngp(static_cast<py::ssize_t>(n)), ntk(static_cast<py::ssize_t>(n));
     T* k = nngp.mutable_data();
     T* t = ntk.mutable_data();
-    without_gil([&] {
-        ntkcore::LayerKernels<T> kernels(layers, a, g, nullptr, g, channels);
-        kernels.prepare(n_threads, python_interrupt_pending);
-        for (std::size_t i = 0; i < n; ++i) {
-            k[i] = T(kernels.chain(i).nngp);
-            t[i] = T(kernels.chain(i).ntk);
-        }
-    });
+    without_gil(
+        [&] { layer_diagonal_values<T>(layers, a, g, channels, n_threads, python_interrupt_pending, k, t); });
     return py::make_tuple(nngp, ntk);
 }
 

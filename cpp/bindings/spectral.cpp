@@ -9,8 +9,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings.hpp"
-#include "ntkcore/spectral.hpp"
-#include "ntkcore/symmetry.hpp"
+#include "instances.hpp"
 
 namespace py = pybind11;
 

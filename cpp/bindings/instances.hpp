@@ -1,0 +1,73 @@
+// The core's entry points that the bindings call, as explicit instantiations: declared here
+// (extern: the binding files, compiled once, do not instantiate them) and defined in the
+// instances_*.cpp files, which CMakeLists.txt compiles once per instruction set.  Only those
+// files contain the per-entry loops, so only they need the wider vector flags.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <vector>
+
+#include "ntkcore/conv_kernels.hpp"
+#include "ntkcore/empirical.hpp"
+#include "ntkcore/gram.hpp"
+#include "ntkcore/spectral.hpp"
+#include "ntkcore/symmetry.hpp"
+
+// K(x, x) and Theta(x, x) of a layer network for each row of x (N x d) into nngp and ntk (N).
+template <class T>
+void layer_diagonal_values(const std::vector<ntkcore::Layer>& layers,
+                           const Eigen::Ref<const ntkcore::RowMatrix<T>>& x, ntkcore::Grid g,
+                           std::size_t channels, int n_threads, const std::function<bool()>& should_stop,
+                           T* nngp, T* ntk);
+
+// EXTERN is `extern` for the declarations and empty for the definitions.
+#define NTKCORE_KERNEL_INSTANCES(EXTERN, T)                                                \
+    EXTERN template void ntkcore::gram<T>(                                                 \
+        const ntkcore::Network&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&,           \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>*, Eigen::Ref<ntkcore::RowMatrix<T>>, \
+        Eigen::Ref<ntkcore::RowMatrix<T>>, const ntkcore::GramOptions&);                   \
+    EXTERN template void ntkcore::diagonal<T>(                                             \
+        const ntkcore::Network&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&,           \
+        Eigen::Ref<ntkcore::Vector<T>>, Eigen::Ref<ntkcore::Vector<T>>, const std::function<bool()>&);
+
+#define NTKCORE_EMPIRICAL_INSTANCES(EXTERN, T)                                                              \
+    EXTERN template ntkcore::Forward<T> ntkcore::forward<T>(const ntkcore::MLP<T>&,                         \
+                                                            const Eigen::Ref<const ntkcore::RowMatrix<T>>&, \
+                                                            bool, const ntkcore::GramOptions&);             \
+    EXTERN template void ntkcore::empirical_ntk<T>(                                                         \
+        const ntkcore::MLP<T>&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&,                             \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>*, ntkcore::NtkOutput,                                 \
+        Eigen::Ref<ntkcore::RowMatrix<T>>, const ntkcore::GramOptions&);                                    \
+    EXTERN template double ntkcore::loss_gradient<T>(                                                       \
+        const ntkcore::MLP<T>&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&,                             \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>&, std::vector<Eigen::Map<ntkcore::RowMatrix<T>>>&,    \
+        std::vector<Eigen::Map<ntkcore::Vector<T>>>&, const ntkcore::GramOptions&);
+
+#define NTKCORE_SPECTRAL_INSTANCES(EXTERN, T)                                                         \
+    EXTERN template ntkcore::SymmetryReport ntkcore::symmetry_report<T>(                              \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>&, int, const std::function<bool()>&);           \
+    EXTERN template ntkcore::EigenResult<T> ntkcore::dense_eigenpairs<T>(                             \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>&, std::size_t, ntkcore::Which,                  \
+        const ntkcore::EigenOptions&, const ntkcore::OperatorOptions&);                               \
+    EXTERN template ntkcore::EigenResult<T> ntkcore::kernel_eigenpairs<T>(                            \
+        const ntkcore::Network&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&, ntkcore::KernelKind, \
+        std::size_t, ntkcore::Which, const ntkcore::EigenOptions&, const ntkcore::OperatorOptions&);
+
+#define NTKCORE_LAYER_INSTANCES(EXTERN, T)                                                                  \
+    EXTERN template void ntkcore::layer_gram<T>(                                                            \
+        const std::vector<ntkcore::Layer>&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&, ntkcore::Grid,  \
+        const Eigen::Ref<const ntkcore::RowMatrix<T>>*, ntkcore::Grid, std::size_t,                         \
+        Eigen::Ref<ntkcore::RowMatrix<T>>, Eigen::Ref<ntkcore::RowMatrix<T>>, const ntkcore::GramOptions&); \
+    EXTERN template void layer_diagonal_values<T>(                                                          \
+        const std::vector<ntkcore::Layer>&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&, ntkcore::Grid,  \
+        std::size_t, int, const std::function<bool()>&, T*, T*);
+
+#define NTKCORE_ALL_INSTANCES(EXTERN, T)   \
+    NTKCORE_KERNEL_INSTANCES(EXTERN, T)    \
+    NTKCORE_EMPIRICAL_INSTANCES(EXTERN, T) \
+    NTKCORE_SPECTRAL_INSTANCES(EXTERN, T)  \
+    NTKCORE_LAYER_INSTANCES(EXTERN, T)
+
+NTKCORE_ALL_INSTANCES(extern, double)
+NTKCORE_ALL_INSTANCES(extern, float)
