@@ -11,15 +11,15 @@ subprocess, so the reported peak RSS belongs to that run alone:
   ``ntkcore.FullyConnected(depth, activation=..., W_std=..., b_std=...).kernels(
   x, dtype=np.float64, n_threads=T)``. If ntkcore cannot be imported its column says so.
 
-Network (SPEC sec. 1, NTK parameterization): [Dense(W_std, b_std) -> act] * depth ->
+Network (docs/math/1-parameterization.md, NTK parameterization): [Dense(W_std, b_std) -> act] * depth ->
 Dense(1, W_std, b_std); relu: W_std = sqrt(2), b_std = 0.1; erf and tanh: W_std = 1.5,
 b_std = 0.1.  tanh has no closed form: neural-tangents runs
 ``stax.ElementwiseNumerical(jnp.tanh, deg=--nt-deg)`` (default 25, its recommended degree),
 ntkcore its Gauss-Hermite family at the automatic degree.
 
 Error against a reference: the first 16 points' 16 x 16 block of each result is compared
-with ``ntkcore.reference`` (plain numpy, SPEC sec. 3 closed forms; for tanh the literal
-2-D Gauss-Hermite rule of SPEC sec. 4 at degree 350, itself accurate to ~1e-12 at the
+with ``ntkcore.reference`` (plain numpy, docs/math/3-dual-maps.md closed forms; for tanh the literal
+2-D Gauss-Hermite rule of docs/math/4-gauss-hermite.md at degree 350, itself accurate to ~1e-12 at the
 variances met here), max |a - ref| / max |ref| over the
 off-diagonal entries.
 Inputs: ``np.random.default_rng(seed).standard_normal((N, 64))``, float64.
@@ -31,7 +31,7 @@ computation (so ``peak - before`` is what the computation itself needed, provide
 peak happened during the computation, which it does for any non-tiny N). Children also
 save the first 64 rows of both kernels; the parent prints max |a - b| / max |b|
 between the libraries over OFF-diagonal entries (neural-tangents' float64 diagonal is
-only ~1e-8 accurate, SPEC 3a).
+only ~1e-8 accurate, docs/math/3a-collinearity.md).
 
 Thread limits (default ``--threads 2``): OMP/OPENBLAS/MKL_NUM_THREADS, ntkcore's
 ``n_threads``, and for XLA ``--xla_force_host_platform_device_count=1`` plus CPU affinity

@@ -1,7 +1,7 @@
 """Training loss against the lambda_min bound, for several widths.
 
 Reproduces the convergence experiment of "Understanding Neural Tangent Kernel" on
-scikit-learn's diabetes data.  Gradient flow with a fixed kernel Theta (SPEC sec. 5) gives
+scikit-learn's diabetes data.  Gradient flow with a fixed kernel Theta (docs/math/5-gram-dynamics.md) gives
 
     ||r_t||^2 = sum_i e^{-2 eta lambda_i t} (v_i . r_0)^2  <=  e^{-2 eta lambda_min t} ||r_0||^2,
 

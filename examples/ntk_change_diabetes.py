@@ -5,7 +5,7 @@ diabetes data: a ReLU network with two hidden layers of width n (NTK parameteriz
 W_std = sqrt(2)) is trained by full-batch gradient descent on L = 1/2 ||f(X) - Y||^2
 (learning rate 1 / lambda_max of the infinite-width NTK), and the relative change
 ||Theta_t - Theta_0||_F^2 / ||Theta_0||_F^2 of its empirical NTK on the training set is
-recorded.  It shrinks like 1 / width: the kernel freezes as the network widens (SPEC sec. 6).
+recorded.  It shrinks like 1 / width: the kernel freezes as the network widens (docs/math/6-finite-width.md).
 
     pip install ".[examples]"; python examples/ntk_change_diabetes.py
 

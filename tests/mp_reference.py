@@ -1,6 +1,6 @@
-"""High-precision oracle for the tests: the recursion of SPEC sec. 2 in mpmath.
+"""High-precision oracle for the tests: the recursion of docs/math/2-recursion.md in mpmath.
 
-Same closed forms as SPEC sec. 3, plain formulas, evaluated pair by pair at
+Same closed forms as docs/math/3-dual-maps.md, plain formulas, evaluated pair by pair at
 ``dps`` significant digits (default 50).  The float64 inputs are converted
 exactly, so this is the exact kernel of the given float64 points up to the
 working precision:
@@ -27,7 +27,7 @@ __all__ = ["mp_dual", "mp_kernels"]
 
 
 def mp_dual(family, params, q1, q2, c):
-    """(T, Tdot) of SPEC sec. 3 for mpf arguments, at the current mp precision."""
+    """(T, Tdot) of docs/math/3-dual-maps.md for mpf arguments, at the current mp precision."""
     a, b, c0 = (mpf(p) for p in params)
     pi = mp.pi
     if family in ("ab_relu", "sign"):

@@ -1,4 +1,4 @@
-"""The closed-form activations Sin, Cos, Gelu and RectifiedMonomial (SPEC sec. 3).
+"""The closed-form activations Sin, Cos, Gelu and RectifiedMonomial (docs/math/3-dual-maps.md).
 
 Independent truths: 2-D Gauss-Hermite quadrature at degree 200 for the entire functions
 (sin, cos, gelu: converged to ~1e-15), mpmath differentiation for Tdot = dT/dc (Price's

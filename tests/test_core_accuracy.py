@@ -1,6 +1,6 @@
 """The compiled core against the oracles: the numpy reference recursion on generic pairs
 (1e-12) and the 50-digit mpmath recursion on every pair, collinear ones and very deep
-networks included (SPEC sec. 3a)."""
+networks included (docs/math/3a-collinearity.md)."""
 
 import ntkcore
 import numpy as np
@@ -59,7 +59,7 @@ def test_core_is_exact_on_collinear_pairs(activation):
 
 def test_collinear_pairs_where_the_plain_formula_fails():
     """On nearly collinear pairs in d = 100 the plain recursion is ~1e-8 off in the NTK
-    (SPEC 3a); the core must not be."""
+    (docs/math/3a-collinearity.md); the core must not be."""
     rng = np.random.default_rng(4)
     base = rng.standard_normal((6, 100))
     x = np.vstack([base, base + 1e-7 * rng.standard_normal((6, 100)), -3.0 * base])

@@ -1,4 +1,4 @@
-"""Training dynamics (SPEC sec. 5): gradient flow, infinite ensembles, loss curve and bound."""
+"""Training dynamics (docs/math/5-gram-dynamics.md): gradient flow, infinite ensembles, loss curve and bound."""
 
 import ntkcore
 import numpy as np

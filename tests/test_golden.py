@@ -13,7 +13,7 @@ CLOSED_FORM = ["relu_L1", "relu_L3", "erf_L3"]
 @pytest.mark.parametrize("set_name", ["A", "C"])
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
 def test_matches_50_digit_values_on_every_pair(config, set_name, kind):
-    """SPEC 3a: every pair, including zero, duplicate, rescaled and negated rows, to 1e-13
+    """docs/math/3a-collinearity.md: every pair, including zero, duplicate, rescaled and negated rows, to 1e-13
     of its natural size sqrt(K(x,x) K(x',x'))."""
     exact = golden.values(config)[f"{kind}_exact_{set_name}"]
     x, _ = golden.points(set_name)
@@ -29,7 +29,7 @@ def test_matches_50_digit_values_on_every_pair(config, set_name, kind):
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
 def test_matches_neural_tangents_away_from_collinear_pairs(config, set_name, kind):
     """neural-tangents float64 agrees to 1e-10 wherever its own rounding allows (it is off
-    by ~1e-8 on (anti)collinear pairs, SPEC 3a)."""
+    by ~1e-8 on (anti)collinear pairs, docs/math/3a-collinearity.md)."""
     nt = golden.values(config)[f"{kind}_{set_name}"]
     x1, x2 = golden.points(set_name)
     got = getattr(golden.network(config).kernels(x1, x2), kind)

@@ -1,9 +1,9 @@
 """Layer lists (``ntkcore.layers``) and their plain-numpy kernels, ``reference.layer_kernels``.
 
 Independent truths: the golden values of ``tests/data/golden_cnn`` (an independent numpy
-evaluation of SPEC sec. 7, and neural-tangents), the fully-connected reference recursion,
+evaluation of docs/math/7-convolutions.md, and neural-tangents), the fully-connected reference recursion,
 explicit position-by-position matrices of each convolution and pooling written from the
-SPEC's index formulas, and exact invariances (circular shifts, duplicated inputs).
+the index formulas of docs/math/7-convolutions.md, and exact invariances (circular shifts, duplicated inputs).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_one_position_conv_network_equals_the_fully_connected_network(conv, read
 
 
 def _selection(size, window, stride, padding, tap):
-    """E[o, i] = 1 where output o reads input i at this tap (SPEC sec. 7's index formula)."""
+    """E[o, i] = 1 where output o reads input i at this tap (the index formula of docs/math/7-convolutions.md)."""
     if padding == "VALID":
         out, before = (size - window) // stride + 1, 0
     else:

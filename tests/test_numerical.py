@@ -1,4 +1,5 @@
-"""Gauss-Hermite family (SPEC sec. 4): rules, accuracy against mpmath, closed forms, custom callables."""
+"""Gauss-Hermite family (docs/math/4-gauss-hermite.md): rules, accuracy against mpmath, closed forms,
+custom callables."""
 
 import json
 import math

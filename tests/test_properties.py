@@ -114,7 +114,7 @@ def test_every_instruction_set_variant_agrees(isa):
 
 
 def test_zero_rows_are_orthogonal_to_everything():
-    """SPEC 3: a zero-variance input (zero row, no bias) is treated as orthogonal."""
+    """docs/math/3-dual-maps.md: a zero-variance input (zero row, no bias) is treated as orthogonal."""
     x = np.random.default_rng(0).standard_normal((4, 3))
     x[0] = 0.0
     k = ntkcore.FullyConnected(1, "relu", W_std=1.0, b_std=0.0).kernels(x)

@@ -116,7 +116,7 @@ def test_reference_vs_exact(golden, config, set_name, record_property):
         assert err_diag <= 1e-12, (kind, err_diag)
         msg = f"{config} {set_name} {kind}: generic {err_generic:.1e}, diagonal {err_diag:.1e}"
         if collinear.any():
-            # plain formulas lose ~half the digits here (SPEC 3a); report, don't assert tight
+            # plain formulas lose ~half the digits here (docs/math/3a-collinearity.md); report, don't assert tight
             err_col = relerr(value, exact, collinear)
             record_property(f"{kind}_collinear_relerr", err_col)
             msg += f", collinear {err_col:.1e}"
@@ -144,7 +144,7 @@ def test_mp_reference_vs_exact(golden, config, set_name):
 def test_reference_vs_neural_tangents(golden, config, set_name):
     """Float64 reference vs neural-tangents float64 on generic off-diagonal pairs: 1e-10.
 
-    neural-tangents itself is off by up to ~1e-8 on collinear pairs and diagonals (SPEC 3a),
+    neural-tangents itself is off by up to ~1e-8 on collinear pairs and diagonals (docs/math/3a-collinearity.md),
     so those are excluded.
     """
     index, inputs, arrays = golden
@@ -185,7 +185,7 @@ ALL_ACTIVATIONS = {
 def test_mp_reference_vs_reference_all_families(name):
     """The two oracles agree for every activation class, with per-layer W_std and b_std.
 
-    Both implement SPEC sec. 3, but separately (numpy arrays vs mpmath scalars, diagonal
+    Both implement docs/math/3-dual-maps.md, but separately (numpy arrays vs mpmath scalars, diagonal
     formulas vs the pair formula at c = q): this catches dispatch and per-layer indexing bugs
     in either; the closed forms themselves are checked against Monte Carlo and quadrature below.
     """

@@ -1,4 +1,4 @@
-"""``ntkcore.serial`` networks in the C++ core (SPEC sec. 7).
+"""``ntkcore.serial`` networks in the C++ core (docs/math/7-convolutions.md).
 
 Independent truths: ``tests/data/golden_cnn`` (an independent numpy evaluation and
 neural-tangents), the plain-numpy ``reference.layer_kernels`` (itself checked against explicit

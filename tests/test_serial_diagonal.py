@@ -1,4 +1,4 @@
-"""The spatial-diagonal path of ``ntkcore.serial`` (SPEC sec. 7): without pooling, a Flatten
+"""The spatial-diagonal path of ``ntkcore.serial`` (docs/math/7-convolutions.md): without pooling, a Flatten
 readout needs only Sigma[p, p] at every layer, O(P) per pair and layer.
 
 Independent truths: ``reference.layer_kernels`` (all P x P position pairs in numpy), the same

@@ -138,7 +138,8 @@ def test_serial_cnn_network():
     k = k + 1e-3 * np.trace(k) / 9 * np.eye(9)
     expected = net.ntk(images[9:], images[:9]) @ np.linalg.solve(k, y[:9])
     assert np.allclose(model.predict(images[9:]), expected, rtol=1e-9, atol=1e-12)
-    # the infinite ensemble at t = inf (SPEC sec. 5): K** - G* A K*^T - K* A G*^T + G* A K A G*^T, A = G^-1
+    # the infinite ensemble at t = inf (docs/math/5-gram-dynamics.md):
+    # K** - G* A K*^T - K* A G*^T + G* A K A G*^T, A = G^-1
     train, test = net.kernels(images[:9]), net.kernels(images[9:], images[:9])
     a = np.linalg.inv(k)
     cross = test.ntk @ a @ test.nngp.T

@@ -1,4 +1,5 @@
-"""Extreme eigen solvers (SPEC sec. 5): against LAPACK, dense vs matrix-free, hard spectra, bad input."""
+"""Extreme eigen solvers (docs/math/5-gram-dynamics.md): against LAPACK, dense vs matrix-free, hard spectra,
+bad input."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""The standard parameterization (SPEC sec. 1-2): same NNGP as the NTK parameterization,
-an NTK built from the widths, ``Theta <- n_in Sigma_old + W_std^2 Theta + [b_std > 0]``.
+"""The standard parameterization (docs/math/1-parameterization.md to 2-recursion.md): same NNGP as the NTK
+parameterization, an NTK built from the widths, ``Theta <- n_in Sigma_old + W_std^2 Theta + [b_std > 0]``.
 
 Independent truths: the NTK-parameterization NNGP, a hand-derived depth-1 ReLU NTK, a
 numpy Monte Carlo of the empirical NTK of a wide standard-parameterization network

@@ -1,7 +1,7 @@
 """High-precision per-point kernels for the Gauss-Hermite family at large variances (issue 9).
 
 For x with |x|^2 / d = 1, K(x, x) and Theta(x, x) of FullyConnected(depth, phi, W_std, b_std=0.1)
-follow the 1-D diagonal recursion of SPEC sec. 2: q <- W^2 E[phi(sqrt(q) z)^2] + b^2 and
+follow the 1-D diagonal recursion of docs/math/2-recursion.md: q <- W^2 E[phi(sqrt(q) z)^2] + b^2 and
 Theta <- q_new + W^2 E[phi'(sqrt(q) z)^2] Theta, z ~ N(0, 1).  Each expectation is an mpmath
 tanh-sinh quadrature at 20 digits, split at 0 and at +-4^k / sqrt(q) so that the features of
 width 1 / sqrt(q) (tanh and erf approach a step, softplus, silu and gelu a kink) fall on

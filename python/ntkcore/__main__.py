@@ -4,7 +4,7 @@ Computes the train and test Gram matrices of a deep fully-connected network, fit
 infinite-width predictors (kernel regression on one-hot targets, i.e. gradient flow to
 t = infinity for the NTK and the Bayesian posterior mean for the NNGP) and prints timings
 and test accuracy, then the extreme eigenvalues of the NTK train Gram and the bound
-exp(-2 lambda_min t) ||r0||^2 on the squared train residual of gradient flow (SPEC sec. 5).
+exp(-2 lambda_min t) ||r0||^2 on the squared train residual of gradient flow (docs/math/5-gram-dynamics.md).
 Last, the convolutional NTK (CNTK) of a small CNN (two 3 x 3 SAME ReLU convolutions,
 GlobalAvgPool, Dense) on the same images as 8 x 8 x 1, on a subset of the same split (the
 CNTK costs O(P^2) = 4096 times more per pair), next to the fully-connected kernels on that

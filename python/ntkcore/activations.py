@@ -1,4 +1,4 @@
-"""Activation functions with closed-form dual maps (SPEC sec. 3).
+"""Activation functions with closed-form dual maps (docs/math/3-dual-maps.md).
 
 Each activation is an immutable, comparable value.  The kernels only need its
 dual maps ``T(Sigma) = E[phi(u) phi(v)]`` and ``Tdot(Sigma) = E[phi'(u) phi'(v)]``
@@ -15,7 +15,7 @@ Every activation belongs to one *family* that the core evaluates:
 * ``gelu`` -- ``x Phi(x)``: :class:`Gelu`;
 * ``rectified_monomial`` -- ``max(x, 0)**n``, ``n = 0..4``: :class:`RectifiedMonomial`;
 * ``numerical`` -- any activation known pointwise, by Gauss-Hermite expectations
-  (SPEC sec. 4): :class:`Numerical`, with the built-ins ``tanh``, ``sigmoid``,
+  (docs/math/4-gauss-hermite.md): :class:`Numerical`, with the built-ins ``tanh``, ``sigmoid``,
   ``softplus``, ``gelu``, ``silu`` (``swish``), ``elu``, ``selu``, ``mish``, ``sin``,
   ``cos``, ``erf`` or a vectorised Python callable.
 
@@ -301,7 +301,7 @@ _MAX_DEGREE = 4096
 
 @dataclass(frozen=True)
 class Numerical(Activation):
-    """Any activation, by Gauss-Hermite expectations of ``phi`` and ``phi'`` (SPEC sec. 4).
+    """Any activation, by Gauss-Hermite expectations of ``phi`` and ``phi'`` (docs/math/4-gauss-hermite.md).
 
     ``T`` and ``Tdot`` come from the Hermite (Mehler) series of ``phi``: each point's
     Hermite coefficients at its variance are computed once per layer by a Gauss-Hermite

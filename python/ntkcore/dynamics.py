@@ -1,4 +1,4 @@
-"""Training dynamics of infinitely wide networks under gradient flow (SPEC sec. 5).
+"""Training dynamics of infinitely wide networks under gradient flow (docs/math/5-gram-dynamics.md).
 
 Gradient flow on the squared loss ``L = ||f(X) - Y||^2 / 2`` with a fixed kernel Theta:
 ``df/dt = -eta Theta (f - Y)``, or ``-eta Theta (f - Y) / Y.size`` with
@@ -189,7 +189,7 @@ class _Spectrum:
 
 
 class GradientFlow:
-    """Gradient flow on the squared loss with the kernel ``k_train_train`` (SPEC sec. 5).
+    """Gradient flow on the squared loss with the kernel ``k_train_train`` (docs/math/5-gram-dynamics.md).
 
     Parameters
     ----------
@@ -198,7 +198,7 @@ class GradientFlow:
         NNGP for the last layer only).  Computations are in float64.  ValueError when it is
         not PSD (a negative diagonal entry at once, a negative eigenvalue when it is factored).
     y_train : array_like of shape (N,) or (N, k)
-        Targets; k outputs share the kernel (SPEC sec. 2, vector outputs).
+        Targets; k outputs share the kernel (docs/math/2-recursion.md, vector outputs).
     learning_rate : float > 0
         eta.  Time t is in units of 1 / eta.
     diag_reg : float >= 0

@@ -1,4 +1,6 @@
-"""Finite-width fully-connected networks and their empirical NTK (SPEC sec. 1 and 6).
+"""Finite-width fully-connected networks and their empirical NTK.
+
+Mathematics: docs/math/1-parameterization.md and docs/math/6-finite-width.md.
 
 >>> import numpy as np
 >>> from ntkcore import finite
@@ -30,7 +32,7 @@ the quantity and the scales that set it, never returns inf or NaN; a training ru
 diverges raises ``FloatingPointError`` (:meth:`MLP.train`).
 
 The empirical NTK is assembled layer by layer from small Gram matrices of the forward
-activations and the backpropagated vectors (SPEC sec. 6); no Jacobian is formed, so
+activations and the backpropagated vectors (docs/math/6-finite-width.md); no Jacobian is formed, so
 its memory is the output plus ``O(N k sum(widths))``.
 """
 
@@ -81,7 +83,7 @@ class TrainResult(NamedTuple):
 
 
 class MLP:
-    """A finite-width fully-connected network in the NTK parameterization (SPEC sec. 1).
+    """A finite-width fully-connected network in the NTK parameterization (docs/math/1-parameterization.md).
 
     Parameters
     ----------
@@ -366,7 +368,7 @@ class MLP:
         dtype=None,
         n_threads: int | None = None,
     ) -> TrainResult:
-        """Full-batch gradient descent on ``L = 1/2 ||f(x) - y||^2`` (SPEC sec. 5, no 1/N).
+        """Full-batch gradient descent on ``L = 1/2 ||f(x) - y||^2`` (docs/math/5-gram-dynamics.md, no 1/N).
 
         Updates :attr:`parameters` in place: ``p <- p - learning_rate * dL/dp`` for
         ``steps`` steps (parameters kept in float64; gradients in ``dtype``).
@@ -507,7 +509,7 @@ def monte_carlo_kernels(
     covariance ``f(x1) f(x2)^T / k`` (per output, averaged over the k outputs) and the
     empirical NTK (``output="trace"``).  As ``width`` grows these estimate the
     infinite-width kernels of ``ntkcore.FullyConnected(depth, activation, W_std, b_std)``
-    (SPEC sec. 6).
+    (docs/math/6-finite-width.md).
 
     Statistical error: the NTK estimate fluctuates like ``1 / sqrt(width * n_samples)``
     (the empirical NTK of one network is within O(1/sqrt(width)) of the limit).  The

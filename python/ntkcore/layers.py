@@ -1,4 +1,4 @@
-"""Layers of a network given as a list (SPEC sec. 7, the conventions of neural-tangents' stax).
+"""Layers of a network given as a list (docs/math/7-convolutions.md, the conventions of neural-tangents' stax).
 
 Each layer is an immutable, comparable value.  A network is a sequence of them, with
 activations (``ntkcore.activations`` objects or names) at any position::
@@ -66,7 +66,7 @@ class Dense:
 
 @dataclass(frozen=True)
 class Conv:
-    """A convolution over the spatial axes, averaged over its filter (SPEC sec. 7).
+    """A convolution over the spatial axes, averaged over its filter (docs/math/7-convolutions.md).
 
     Parameters
     ----------

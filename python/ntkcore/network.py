@@ -1,4 +1,7 @@
-"""Fully-connected architectures and their infinite-width kernels (SPEC sec. 1-3)."""
+"""Fully-connected architectures and their infinite-width kernels.
+
+Mathematics: docs/math/1-parameterization.md to docs/math/3-dual-maps.md.
+"""
 
 from __future__ import annotations
 
@@ -81,8 +84,8 @@ class FullyConnected:
         Weight and bias standard deviations (sigma_w, sigma_b), one per dense
         layer when a sequence is given.  Stored as tuples.
     parameterization : "ntk" or "standard"
-        SPEC sec. 1-2.  Both give the same NNGP kernel; the standard parameterization's
-        NTK, ``Theta <- n_in Sigma + W_std^2 Theta + [b_std > 0]`` per dense layer, grows
+        docs/math/1-parameterization.md to 2-recursion.md.  Both give the same NNGP kernel; the
+        standard parameterization's NTK, ``Theta <- n_in Sigma + W_std^2 Theta + [b_std > 0]`` per dense layer, grows
         with the widths.
     widths : int >= 1 or a sequence of ``depth`` ints, standard parameterization only
         The hidden widths n_1..n_L (the fan-in of dense layers 2..L+1; the first layer's is

@@ -1,10 +1,10 @@
-"""Pure-numpy reference recursion: the project's test oracle (SPEC sec. 2 and 3).
+"""Pure-numpy reference recursion: the project's test oracle (docs/math/2-recursion.md and 3-dual-maps.md).
 
 Plain float64 formulas, one line per formula of the specification, written to be
-read and checked against the SPEC rather than to be fast or maximally accurate.
+read and checked against docs/math/ rather than to be fast or maximally accurate.
 In particular ``s = sqrt(max(q1 q2 - c^2, 0))`` is computed by subtraction, so
 nearly collinear pairs (duplicate, rescaled or negated points) lose about half
-their digits in the NTK (SPEC sec. 3a): the C++ core fixes that, this module
+their digits in the NTK (docs/math/3a-collinearity.md): the C++ core fixes that, this module
 deliberately does not.  The diagonal of a symmetric Gram is exact, since it is
 computed from the per-point variances with :func:`dual_diagonal`.
 
@@ -18,12 +18,12 @@ RectifiedMonomial behaves like the ABReLU family (its step, n = 0, like Sign); S
 and Gelu are smooth in the covariance and lose only ~eps there, but Sin's plain
 ``1 - cos(2 c0) e^{-2 q}`` loses relative accuracy for tiny variances.
 
-Notation (SPEC sec. 3): ``P = q1 q2``, ``s = sqrt(max(P - c^2, 0))``,
+Notation (docs/math/3-dual-maps.md): ``P = q1 q2``, ``s = sqrt(max(P - c^2, 0))``,
 ``theta = atan2(s, c)`` in [0, pi], and ``theta = pi/2`` when ``s = c = 0``
 (zero-variance inputs are treated as orthogonal).
 
 Activations without a closed form (``ntkcore.activations.Numerical``) use the literal
-two-dimensional Gauss-Hermite rule of SPEC sec. 4 (``deg`` nodes per axis, default 100,
+two-dimensional Gauss-Hermite rule of docs/math/4-gauss-hermite.md (``deg`` nodes per axis, default 100,
 at most 350), one entry at a time: exact only as far as that rule converges.
 
 Public functions
@@ -77,7 +77,7 @@ def _covariance(**entries):
 
 
 def _angle(q1, q2, c):
-    """``s`` and ``theta`` of SPEC sec. 3, plain formulas (inexact near collinearity)."""
+    """``s`` and ``theta`` of docs/math/3-dual-maps.md, plain formulas (inexact near collinearity)."""
     s = np.sqrt(np.maximum(q1 * q2 - c * c, 0.0))
     theta = np.arctan2(s, c)
     theta = np.where((s == 0) & (c == 0), np.pi / 2, theta)  # zero variance: orthogonal
@@ -85,7 +85,7 @@ def _angle(q1, q2, c):
 
 
 def dual(activation, q1, q2, c):
-    """Dual maps ``T = E[phi(u) phi(v)]``, ``Tdot = E[phi'(u) phi'(v)]`` (SPEC sec. 3).
+    """Dual maps ``T = E[phi(u) phi(v)]``, ``Tdot = E[phi'(u) phi'(v)]`` (docs/math/3-dual-maps.md).
 
     ``(u, v) ~ N(0, [[q1, c], [c, q2]])``; ``phi'`` is the almost-everywhere
     derivative (zero for Sign).
@@ -149,7 +149,7 @@ def dual(activation, q1, q2, c):
 
 
 def _arc_cosine_J(n, theta):
-    """Cho & Saul's J_0 .. J_n at ``theta`` by their recurrence (SPEC sec. 3)."""
+    """Cho & Saul's J_0 .. J_n at ``theta`` by their recurrence (docs/math/3-dual-maps.md)."""
     J = [np.pi - theta, np.sin(theta) + (np.pi - theta) * np.cos(theta)]
     for k in range(2, n + 1):
         J.append((2 * k - 1) * np.cos(theta) * J[k - 1] + (k - 1) ** 2 * np.sin(theta) ** 2 * J[k - 2])
@@ -200,7 +200,7 @@ _BUILTINS = {
 
 
 def _gauss_hermite(act, q1, q2, c, default_degree=100):
-    """SPEC sec. 4 literally: the 2-D Gauss-Hermite rule of ``act.deg`` (default 100) nodes per axis.
+    """docs/math/4-gauss-hermite.md literally: the 2-D Gauss-Hermite rule of ``act.deg`` (default 100) nodes per axis.
 
     Without ``phi'`` (a callable ``fn`` and no ``dfn``) phi' is a central difference of ``fn``
     (step 1e-5: ~1e-10 relative).  Loops over entries, deg^2 evaluations each.
@@ -235,7 +235,7 @@ def _gauss_hermite(act, q1, q2, c, default_degree=100):
 
 
 def dual_diagonal(activation, q):
-    """``T`` and ``Tdot`` at ``q1 = q2 = c = q`` from the diagonal formulas of SPEC sec. 3.
+    """``T`` and ``Tdot`` at ``q1 = q2 = c = q`` from the diagonal formulas of docs/math/3-dual-maps.md.
 
     Parameters
     ----------
@@ -305,7 +305,7 @@ def _network(net):
 
 
 def kernels(net, x1, x2=None):
-    """NNGP and NTK Gram matrices of ``net`` by the recursion of SPEC sec. 2.
+    """NNGP and NTK Gram matrices of ``net`` by the recursion of docs/math/2-recursion.md.
 
     Parameters
     ----------
@@ -418,7 +418,7 @@ def _inputs(x, name):
 def _window_index(size, window, stride, padding, layer):
     """Input position of tap t for output o, shape (out, window); ``size`` marks a zero pad.
 
-    SPEC sec. 7: VALID shrinks the grid; SAME (XLA) has out = ceil(size / stride) and
+    docs/math/7-convolutions.md: VALID shrinks the grid; SAME (XLA) has out = ceil(size / stride) and
     pad_before = floor(max((out - 1) stride + window - size, 0) / 2); CIRCULAR wraps.
     """
     if padding == "VALID":
@@ -479,7 +479,7 @@ def _activate(act, S, Theta, q1, q2, exact):
 
 
 def layer_kernels(layers, x1, x2=None):
-    """NNGP and NTK Gram matrices of a network given as a list of layers (SPEC sec. 7).
+    """NNGP and NTK Gram matrices of a network given as a list of layers (docs/math/7-convolutions.md).
 
     Carries, for every pair of inputs, Sigma[p, p'] and Theta[p, p'] over all pairs of
     positions (O(N1 N2 P^2) memory: for small problems), and for every input its own

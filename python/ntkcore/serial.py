@@ -1,4 +1,4 @@
-"""Networks as lists of layers (SPEC sec. 7): ``ntkcore.serial(...)``, the convolutional NTK.
+"""Networks as lists of layers (docs/math/7-convolutions.md): ``ntkcore.serial(...)``, the convolutional NTK.
 
 >>> import numpy as np, ntkcore
 >>> from ntkcore import layers
@@ -155,8 +155,8 @@ def serial(*layers) -> Serial:
     float64 while they are computed, then in ``dtype``).
 
     Without pooling (no AvgPool or GlobalAvgPool, hence a Flatten readout) and with one
-    grid for x1 and x2, only the spatial diagonal ``Sigma[p, p]`` is ever needed (SPEC
-    sec. 7): the kernels then cost O(P) per pair and layer instead of O(P^2), chosen
+    grid for x1 and x2, only the spatial diagonal ``Sigma[p, p]`` is ever needed (docs/math/7-convolutions.md)
+    : the kernels then cost O(P) per pair and layer instead of O(P^2), chosen
     automatically.
     """
     return Serial(tuple(layers))

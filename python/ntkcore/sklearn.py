@@ -3,7 +3,7 @@
 Needs scikit-learn (``pip install "ntkcore[sklearn]"``).
 
 - :class:`NTKRegressor`, :class:`NTKClassifier`: kernel regression with the NTK or the NNGP
-  kernel, at the end of training (``t = inf``) or after gradient-flow time ``t`` (SPEC sec. 5).
+  kernel, at the end of training (``t = inf``) or after gradient-flow time ``t`` (docs/math/5-gram-dynamics.md).
 - :class:`NTKKernel`, :class:`NNGPKernel`: ``sklearn.gaussian_process.kernels.Kernel``
   subclasses whose hyperparameters are W_std and b_std, for ``GaussianProcessRegressor``.
 
@@ -175,7 +175,7 @@ class NTKRegressor(RegressorMixin, _KernelRegression):
         X : array_like, shape (M, d)
         return_std, return_cov : bool
             Also return the standard deviation (M,) or covariance (M, M) of the ensemble's
-            output (NNGP: the GP posterior; NTK: the infinite ensemble of SPEC sec. 5, computed
+            output (NNGP: the GP posterior; NTK: the infinite ensemble of docs/math/5-gram-dynamics.md, computed
             by ``ntkcore.ensemble_predict``), shared by the k outputs: for 2-D targets they are
             repeated to shape (M, k) and (M, M, k), as ``GaussianProcessRegressor`` does.
             At most one of the two.

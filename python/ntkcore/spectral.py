@@ -1,4 +1,4 @@
-"""Extreme eigenvalues of kernel Gram matrices (SPEC sec. 5).
+"""Extreme eigenvalues of kernel Gram matrices (docs/math/5-gram-dynamics.md).
 
 Every function takes either a dense symmetric positive semidefinite matrix ``K`` of shape
 (N, N), or a network and its inputs, ``(net, x)`` with ``kernel="ntk"`` or ``"nngp"``: then

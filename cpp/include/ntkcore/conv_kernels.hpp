@@ -1,6 +1,6 @@
-// Kernels of a layer network (layer_network.hpp; SPEC sec. 7): for a pair of inputs the state
+// Kernels of a layer network (layer_network.hpp; docs/math/7-convolutions.md): for a pair of inputs the state
 // is Sigma[p, p'] and Theta[p, p'] over every pair of positions, carried as (c, d, theta) with
-// d = q_p q'_p' - c^2 the gap that keeps nearly collinear pixel pairs exact (SPEC sec. 3a).
+// d = q_p q'_p' - c^2 the gap that keeps nearly collinear pixel pairs exact (docs/math/3a-collinearity.md).
 //
 // The gap through a convolution.  A filter tap contributes the 2 x 2 PSD matrix
 // M_t = [[a_t, c_t], [c_t, b_t]] (a_t = q(p + delta_t), b_t = q'(p' + delta_t)), and the layer
@@ -29,7 +29,7 @@
 // the activation is formed by subtraction.
 //
 // Networks without pooling (AvgPool, GlobalAvgPool) whose inputs share one grid need only
-// the spatial diagonal Sigma[p, p] (SPEC sec. 7: a convolution reads Sigma[p + delta,
+// the spatial diagonal Sigma[p, p] (docs/math/7-convolutions.md: a convolution reads Sigma[p + delta,
 // p + delta] for the diagonal entry p, activations and dense layers act entrywise, Flatten
 // averages the diagonal): the state is then P entries per pair, not P x P.
 #pragma once

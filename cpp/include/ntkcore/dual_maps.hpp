@@ -1,7 +1,7 @@
-// Closed-form dual maps of each activation family (SPEC sec. 3), per pair and per point.
+// Closed-form dual maps of each activation family (docs/math/3-dual-maps.md), per pair and per point.
 //
 // A pair's state after a dense layer is (c, d): the covariance c and d = q1 q2 - c^2,
-// carried separately so that nearly collinear pairs keep their accuracy (SPEC sec. 3a),
+// carried separately so that nearly collinear pairs keep their accuracy (docs/math/3a-collinearity.md),
 // plus the NTK value theta.  The per-point variances q1, q2 come from the per-point
 // recursion (recursion.hpp).  Each pair map applies one activation and the dense layer
 // after it, writing the new (c, d, theta) in place, in the scaled units of recursion.hpp.
@@ -10,9 +10,9 @@
 // dist2_a = q1a + q2a - 2 c_a (the variance of phi(u) - phi(v)); the dense layer maps them by
 //     c <- w c_a + b,   d <- w^2 d_a + w b dist2_a,   theta <- (s c_a + o) + w_ntk Tdot theta,
 // every term nonnegative, with (s, o) = (w, b) in the NTK parameterization (the first term is
-// c) and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2).  The activation writes c_a = Ra (1 - h), d_a
-// = Ra^2 h (2 - h), dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each factor evaluated
-// without cancellation.
+// c) and (n_in, [b_std > 0]) in the standard one (docs/math/2-recursion.md).  The activation writes c_a = Ra
+// (1 - h), d_a = Ra^2 h (2 - h), dist2_a = (sqrt q1a - sqrt q2a)^2 + 2 Ra h with Ra = sqrt(q1a q2a), each
+// factor evaluated without cancellation.
 #pragma once
 
 #include <algorithm>
@@ -147,7 +147,7 @@ struct ABRelu {
     static constexpr bool homogeneous = true;  // T(k Sigma) = k T(Sigma)
 
     // Per point: T(q) = m q, Tdot = m; a zero-variance point counts as orthogonal to
-    // itself (SPEC sec. 3), Tdot = m - f pi/2 (it only ever multiplies a zero NTK).
+    // itself (docs/math/3-dual-maps.md), Tdot = m - f pi/2 (it only ever multiplies a zero NTK).
     double variance(double q) const { return double(m) * q; }
     double derivative(double q) const {
         return q > 0.0 ? double(m) : double(m) - double(f) * Constants<double>::half_pi;
@@ -300,7 +300,7 @@ struct Erf {
 
 // The dense layer after an activation whose (c_a, Ra = sqrt(q1a q2a)) are known but whose gap
 // Ra - c_a is formed by subtraction: d_a and dist2_a then carry an absolute error ~eps Ra^2
-// (not cancellation-free, SPEC sec. 3a).  Only for families whose maps are smooth in d.
+// (not cancellation-free, docs/math/3a-collinearity.md).  Only for families whose maps are smooth in d.
 template <class T>
 inline void subtracted_dense_step(const DenseStep<T>& dense, T c_a, T ra, T spread, T tdot, T& c, T& d,
                                   T& theta) {
@@ -310,7 +310,7 @@ inline void subtracted_dense_step(const DenseStep<T>& dense, T c_a, T ra, T spre
 }
 
 // phi(x) = a sin(b x + c0).  With x_i = b^2 q_i, y = b^2 c, m = (x1 + x2)/2 and
-// 1 -+ cos(2 c0) = 2 sin^2 c0, 2 cos^2 c0, the forms of SPEC sec. 3 read
+// 1 -+ cos(2 c0) = 2 sin^2 c0, 2 cos^2 c0, the forms of docs/math/3-dual-maps.md read
 //     T = a^2 (e^{-m} sinh y + sin^2 c0 e^{-y-m}),   Tdot = a^2 b^2 (e^{-m} sinh y + cos^2 c0 e^{-y-m}),
 // whose two terms are each bounded by the natural scale sqrt(T(q1) T(q2)), and
 // e^{-m} sinh y = e^{-m} (expm1(y) - expm1(-y)) / 2 for |y| < 1 keeps small variances
@@ -370,7 +370,7 @@ struct Sin {
 };
 
 // phi(x) = x Phi(x) (GELU).  With P = q1 q2, P1 = (q1 + 1)(q2 + 1), D^2 = P1 - c^2 =
-// 1 + q1 + q2 + d (no cancellation) and g = atan2(c, D) (SPEC sec. 3):
+// 1 + q1 + q2 + d (no cancellation) and g = atan2(c, D) (docs/math/3-dual-maps.md):
 //     T = c/4 + ((c^2 + P D^2) / (P1 D) + c g) / (2 pi),
 //     Tdot = 1/4 + g/(2 pi) + c/(2 pi D) (1/D^2 + (2 + q1 + q2)/P1),
 // the table's 1 + (1 - P)/P1 rewritten as (2 + q1 + q2)/P1.  Per point (d = 0, c = q):
@@ -432,7 +432,7 @@ struct Gelu {
 //     delta_k = (2k - 1) (J_{k-1}(0) (1 - cos) + cos delta_{k-1}) - (k - 1)^2 sin^2 J_{k-2},
 // delta_0 = theta, delta_1 = pi (1 - cos) - (sin - theta cos) (acute) or pi - S(pi - theta):
 // for small theta its terms are all O(theta^2) and cancel by less than a factor 2, so h
-// keeps its relative accuracy (SPEC sec. 3a); 2 - h = 1 + J_n / J_n(0) >= 1.
+// keeps its relative accuracy (docs/math/3a-collinearity.md); 2 - h = 1 + J_n / J_n(0) >= 1.
 // Not homogeneous of degree 1 (degree n), so the family works in true variances; its true
 // values must stay in the range of T (deep networks with n >= 2 overflow quickly).
 template <class T>

@@ -1,4 +1,4 @@
-// Smooth activations known by name, for the Gauss-Hermite family (SPEC sec. 4) and the
+// Smooth activations known by name, for the Gauss-Hermite family (docs/math/4-gauss-hermite.md) and the
 // finite-width networks: phi and phi', each written so that it neither
 // overflows nor cancels for large |x| (log1p/expm1 forms, the logistic from exp(-|x|)).
 #pragma once

@@ -1,5 +1,5 @@
-// Finite-width MLPs of the NTK parameterization (SPEC sec. 1) and their empirical NTK
-// (SPEC sec. 6), computed without ever forming a Jacobian.
+// Finite-width MLPs of the NTK parameterization (docs/math/1-parameterization.md) and their empirical NTK
+// (docs/math/6-finite-width.md), computed without ever forming a Jacobian.
 //
 // Dense layer m = 1..L+1 maps the post-activations h^{m-1} (h^0 = x, width n_{m-1}) to
 //     z^m = (sigma_w / sqrt(n_{m-1})) h^{m-1} W^m^T + sigma_b b^m,   h^m = phi(z^m) (m <= L),
@@ -395,7 +395,7 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
     }
 }
 
-// Loss 1/2 ||f(x) - y||^2 (SPEC sec. 5, no 1/N) and its gradient with respect to the N(0, 1)
+// Loss 1/2 ||f(x) - y||^2 (docs/math/5-gram-dynamics.md, no 1/N) and its gradient with respect to the N(0, 1)
 // parameters, by the same backward pass: grad_w[m] and grad_b[m] have the shapes of the
 // weights and biases of dense layer m + 1.
 template <class T>

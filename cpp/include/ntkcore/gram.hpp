@@ -1,4 +1,4 @@
-// The tiled, threaded Gram-matrix driver (DESIGN.md, "The hot path").
+// The tiled, threaded Gram-matrix driver (docs/design.md, "The hot path").
 //
 // The Gram matrix is cut into tiles that threads compute independently (kernel_tiles.hpp:
 // input Gram block by GEMM, all layers fused, only the final tiles written).  A symmetric

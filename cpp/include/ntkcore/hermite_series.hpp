@@ -1,4 +1,4 @@
-// The dual maps of an activation known only pointwise (SPEC sec. 4), by the Hermite (Mehler)
+// The dual maps of an activation known only pointwise (docs/math/4-gauss-hermite.md), by the Hermite (Mehler)
 // series.  With a_k(s) = E[phi(s z) h_k(z)] the normalised Hermite coefficients of phi(s .),
 // and b_k(s) those of phi'(s .),
 //     T    = sum_k a_k(sqrt q1) a_k(sqrt q2) rho^k,   rho = c / sqrt(q1 q2),

@@ -3,7 +3,7 @@
 // differentiation of the recursion, fused with the value path in one tiled pass.
 //
 // With D_w = d / d log sigma_w = 2 w d/dw and D_b = 2 b d/db (w = sigma_w^2, b = sigma_b^2 of
-// the layer), the NTK parameterization's recursion (SPEC sec. 2)
+// the layer), the NTK parameterization's recursion (docs/math/2-recursion.md)
 //     c' = w T(q1, q2, c) + b,   theta' = c' + w Tdot(q1, q2, c) theta
 // differentiates to
 //     D_w c' = 2 w T + w dT_w,                 D_b c' = w dT_b + 2 b,

@@ -1,5 +1,5 @@
 // The input layer: Sigma = x.x'/dim of a tile from its GEMM block, then the first dense
-// layer, with nearly (anti)collinear pairs recomputed from unit vectors (SPEC sec. 3a).
+// layer, with nearly (anti)collinear pairs recomputed from unit vectors (docs/math/3a-collinearity.md).
 #pragma once
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// A network as a list of layers (SPEC sec. 7): dense and convolutional layers, average
+// A network as a list of layers (docs/math/7-convolutions.md): dense and convolutional layers, average
 // pooling, the two readouts and activations, on channels-last inputs whose positions form an
 // H x W grid (a sequence is H x 1, a vector 1 x 1).  This header describes the list and the
 // grids it produces; conv_kernels.hpp computes its kernels.
@@ -41,8 +41,8 @@ inline std::string layer_name(const std::vector<Layer>& layers, std::size_t l) {
     return "layer " + std::to_string(l) + " (" + names[int(layers[l].kind)] + ")";
 }
 
-// Output count along one axis of `size` positions for a window, stride and padding (SPEC
-// sec. 7; SAME as XLA: ceil(size / stride)); 0 when VALID does not fit.
+// Output count along one axis of `size` positions for a window, stride and padding
+// (docs/math/7-convolutions.md; SAME as XLA: ceil(size / stride)); 0 when VALID does not fit.
 inline std::size_t window_count(std::size_t size, std::size_t window, std::size_t stride, Padding padding) {
     if (padding == Padding::valid) return size < window ? 0 : (size - window) / stride + 1;
     return (size + stride - 1) / stride;

@@ -1,6 +1,6 @@
 // The architecture: a fully-connected network of `depth` activations between
-// depth + 1 dense layers (SPEC sec. 1), described by its activation, the per-layer
-// weight and bias variances and its parameterization (SPEC sec. 1-2).
+// depth + 1 dense layers (docs/math/1-parameterization.md), described by its activation, the per-layer
+// weight and bias variances and its parameterization (docs/math/1-parameterization.md to 2-recursion.md).
 #pragma once
 
 #include <cmath>
@@ -13,7 +13,8 @@
 
 namespace ntkcore {
 
-// Activation families: closed-form dual maps (SPEC sec. 3), or Gauss-Hermite (sec. 4).
+// Activation families: closed-form dual maps (docs/math/3-dual-maps.md), or Gauss-Hermite
+// (docs/math/4-gauss-hermite.md).
 enum class Family {
     ab_relu,             // a x (x < 0), b x (x >= 0): ReLU, leaky ReLU, abs, identity
     sign,                // sign(x)

@@ -1,4 +1,4 @@
-// Gauss-Hermite rules for the standard normal weight (SPEC sec. 4), by Golub-Welsch, and
+// Gauss-Hermite rules for the standard normal weight (docs/math/4-gauss-hermite.md), by Golub-Welsch, and
 // the Hermite coefficients of a function sampled on them.
 //
 // With h_k = He_k / sqrt(k!) (orthonormal under N(0, 1)) and the rule's nodes x_i and

@@ -1,4 +1,4 @@
-// The per-point recursion (SPEC sec. 2 on the diagonal) and the layer constants it fixes.
+// The per-point recursion (docs/math/2-recursion.md on the diagonal) and the layer constants it fixes.
 //
 // Deep networks leave the float range long before their kernels do (ReLU with W_std = 1
 // halves the variance at every layer, so q1 q2 - c^2 underflows near depth 540).  All
@@ -134,7 +134,7 @@ void store_series(const SeriesLayer& layer, const std::vector<PointStates<T>*>& 
 // and each set's per-point state.  Fam is one of the dual-map families of dual_maps.hpp.
 //
 // The NTK's dense step adds s Sigma_in + o with (s, o) = (sigma_w^2, sigma_b^2) in the NTK
-// parameterization and (n_in, [b_std > 0]) in the standard one (SPEC sec. 2); Sigma_in is
+// parameterization and (n_in, [b_std > 0]) in the standard one (docs/math/2-recursion.md); Sigma_in is
 // in the units of the layer's input (2^e_act after an activation, 1 at the input), the sum in
 // the layer's own units 2^e_out, so s carries 2^(e_act - e_out) and o carries 2^-e_out.
 //

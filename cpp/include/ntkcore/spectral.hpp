@@ -1,5 +1,5 @@
-// Extreme eigenpairs of symmetric positive semidefinite operators (SPEC sec. 5): the top-k or
-// bottom-k eigenpairs by a thick-restart block Lanczos method with full reorthogonalization.
+// Extreme eigenpairs of symmetric positive semidefinite operators (docs/math/5-gram-dynamics.md): the top-k
+// or bottom-k eigenpairs by a thick-restart block Lanczos method with full reorthogonalization.
 //
 // The basis V (N x m) and W = A V are both kept, and the projected matrix H = V^T A V is formed
 // explicitly from them (not from the three-term recurrence), so that Rayleigh-Ritz stays valid
