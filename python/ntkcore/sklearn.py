@@ -158,8 +158,16 @@ class NTKRegressor(RegressorMixin, _KernelRegression):
 
     Attributes
     ----------
-    network_ : the network used; X_train_ (N, d) and y_train_ (N,) or (N, k): the training data;
-    flow_ : ntkcore.GradientFlow on the training kernel; n_features_in_ : int.
+    network_ : FullyConnected or Serial
+        The network used.
+    X_train_ : ndarray of shape (N, d) (or the network's input shape)
+        The training inputs.
+    y_train_ : ndarray of shape (N,) or (N, k)
+        The training targets.
+    flow_ : ntkcore.GradientFlow
+        Gradient flow on the training kernel.
+    n_features_in_ : int
+        Features per training row.
     """
 
     def fit(self, X, y):
@@ -225,8 +233,12 @@ class NTKClassifier(ClassifierMixin, _KernelRegression):
 
     Attributes
     ----------
-    classes_ : ndarray (k,); network_, X_train_, y_train_ (the encoded targets, (N, k)), flow_,
-    n_features_in_ as NTKRegressor.
+    classes_ : ndarray of shape (k,)
+        The class labels.
+    network_, X_train_, flow_, n_features_in_
+        As :class:`NTKRegressor`.
+    y_train_ : ndarray of shape (N, k)
+        The encoded targets.
     """
 
     def fit(self, X, y):
