@@ -108,8 +108,10 @@ def real(
     maximum: float | None = None,
     strict: bool = False,
     finite_square: bool = False,
+    infinite: bool = False,
 ) -> float:
-    """``value`` as a finite float in the range [minimum, maximum] (open ends when ``strict``).
+    """``value`` as a finite float in the range [minimum, maximum] (open ends when ``strict``),
+    or +inf as well with ``infinite`` (e.g. the end of training, t = inf).
 
     TypeError for anything but a real number (bool included); ValueError for NaN, inf, a value
     out of range, or, with ``finite_square``, one whose square overflows (the recursions hold
@@ -118,10 +120,13 @@ def real(
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
+    if infinite and value == math.inf:
+        return value
     low = minimum is None or (value > minimum if strict else value >= minimum)
     high = maximum is None or (value < maximum if strict else value <= maximum)
     if not (math.isfinite(value) and low and high):
-        raise ValueError(f"{name} must be {_range_text(minimum, maximum, strict, finite=True)}, got {value!r}")
+        allowed = _range_text(minimum, maximum, strict, finite=True) + (" or inf" if infinite else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
     if finite_square and not math.isfinite(value * value):
         raise ValueError(f"{name} = {value!r} is too large: its square overflows")
     return value
@@ -189,6 +194,16 @@ def float64_array(value, name: str) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return np.asarray(arr, dtype=np.float64)
+
+
+def targets(y, name: str, n: int) -> np.ndarray:
+    """``y`` of shape (n,) or (n, k), as float64."""
+    arr = float64_array(y, name)
+    if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.size == 0:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, k) with k >= 1, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
 
 
 def _number_text(value) -> str:

@@ -43,7 +43,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._validation import choice, integer, resolve_dtype
-from .regression import _KERNELS, _inputs, _network, _product, _rows
+from .dynamics import _network_inputs
+from .regression import _KERNELS, _network, _product, _rows
 
 __all__ = ["gram"]
 
@@ -92,8 +93,8 @@ def gram(net, x1, x2=None, kind: str = "ntk", chunks=1024):
     else:
         rows1 = rows2 = _chunk_rows(chunks, "chunks")
     dtype = resolve_dtype(None, x1, x2)
-    a = _inputs(net, x1, "x1").astype(dtype, copy=False)
-    b = a if x2 is None else _inputs(net, x2, "x2", like=a).astype(dtype, copy=False)
+    a = _network_inputs(net, x1, "x1").astype(dtype, copy=False)
+    b = a if x2 is None else _network_inputs(net, x2, "x2", like=a, same_shape=True).astype(dtype, copy=False)
     # One block of the feature axes: every kernel block sees whole points.
     left = da.from_array(a.reshape(a.shape[0], -1), chunks=(rows1, -1))
     right = left if x2 is None and rows1 == rows2 else da.from_array(b.reshape(b.shape[0], -1), chunks=(rows2, -1))

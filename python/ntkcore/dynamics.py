@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_points, as_real_array, choice, flag, float64_array, real
+from ._validation import as_points, as_real_array, choice, flag, float64_array, real, targets
 from .network import FullyConnected
 from .serial import Serial
 from .spectral import as_symmetric_matrix, lambda_max, lambda_min
@@ -64,16 +64,6 @@ class Gaussian(NamedTuple):
 # --- argument checks ---------------------------------------------------------------------
 
 
-def _targets(y, name: str, n: int) -> np.ndarray:
-    """``y`` of shape (n,) or (n, k), as float64."""
-    arr = float64_array(y, name)
-    if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.size == 0:
-        raise ValueError(f"{name} must have shape ({n},) or ({n}, k) with k >= 1, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
 def _flow_settings(learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size):
     """The checked (learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size)."""
     return (
@@ -84,12 +74,16 @@ def _flow_settings(learning_rate, diag_reg, diag_reg_absolute_scale, normalize_b
     )
 
 
-def _network_inputs(net, x, name: str, like: np.ndarray | None = None) -> np.ndarray:
+def _network_inputs(net, x, name: str, like: np.ndarray | None = None, same_shape: bool = False) -> np.ndarray:
     """A network's inputs as float64: (N, d) points for FullyConnected (d as ``like``'s), and
-    (N, d), (N, L, C) or (N, H, W, C) arrays for serial networks, whose layers check the rest."""
+    (N, d), (N, L, C) or (N, H, W, C) arrays for serial networks, whose layers check the rest
+    (with ``same_shape``, also ``like``'s shape per point)."""
     if isinstance(net, FullyConnected):
         return as_points(x, name, np.dtype(np.float64), features=None if like is None else like.shape[1])
-    return as_real_array(x, name, np.dtype(np.float64), (2, 3, 4), "(N, H, W, C), (N, L, C) or (N, d)")
+    arr = as_real_array(x, name, np.dtype(np.float64), (2, 3, 4), "(N, H, W, C), (N, L, C) or (N, d)")
+    if same_shape and like is not None and arr.shape[1:] != like.shape[1:]:
+        raise ValueError(f"{name} must have shape (M, {', '.join(map(str, like.shape[1:]))}), got {arr.shape}")
+    return arr
 
 
 def _times(t) -> np.ndarray:
@@ -218,7 +212,7 @@ class GradientFlow:
         normalize_by_size: bool = False,
     ):
         k = _kernel(k_train_train, "k_train_train")
-        self._y = _targets(y_train, "y_train", k.shape[0])
+        self._y = targets(y_train, "y_train", k.shape[0])
         self.learning_rate, self.diag_reg, self.diag_reg_absolute_scale, self.normalize_by_size = _flow_settings(
             learning_rate, diag_reg, diag_reg_absolute_scale, normalize_by_size
         )
@@ -264,7 +258,7 @@ class GradientFlow:
         """
         times = _times(t)
         n, y = self.n_train, self._y
-        f0 = np.zeros_like(y) if f0_train is None else _targets(f0_train, "f0_train", n)
+        f0 = np.zeros_like(y) if f0_train is None else targets(f0_train, "f0_train", n)
         if f0.shape != y.shape:
             raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
         kt = None
@@ -282,7 +276,7 @@ class GradientFlow:
             if f0_test is None:
                 ft0 = np.zeros((m, *y.shape[1:]))
             else:
-                ft0 = _targets(f0_test, "f0_test", m)
+                ft0 = targets(f0_test, "f0_test", m)
                 if ft0.shape[1:] != y.shape[1:]:
                     raise ValueError(f"f0_test must have shape {(m, *y.shape[1:])}, got {ft0.shape}")
 
@@ -367,7 +361,7 @@ def ensemble_predict(
         raise TypeError(f"net must be an ntkcore.FullyConnected or a serial network, got {type(net).__name__}")
     kernel = choice(kernel, "kernel", ("ntk", "nngp"))
     xtr = _network_inputs(net, x_train, "x_train")
-    y = _targets(y_train, "y_train", xtr.shape[0])
+    y = targets(y_train, "y_train", xtr.shape[0])
     xte = None if x_test is None else _network_inputs(net, x_test, "x_test", like=xtr)
     times = _times(t)
     cov_wanted = flag(compute_cov, "compute_cov")
@@ -435,7 +429,7 @@ def _ensemble_covariance(flow: GradientFlow, kernel: str, times: np.ndarray, nng
 
 
 def _residual(r0, n: int) -> np.ndarray:
-    return _targets(r0, "r0", n).reshape(n, -1)
+    return targets(r0, "r0", n).reshape(n, -1)
 
 
 def loss_curve(K, r0, t, learning_rate: float = 1.0) -> np.ndarray:

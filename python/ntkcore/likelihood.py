@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from ._native import core as _core
-from ._validation import as_points, check_n_threads
+from ._validation import as_points, check_n_threads, choice, integer, real, targets
 from .network import FullyConnected
 
 __all__ = ["HyperparameterFit", "fit_hyperparameters", "hyper_gradients", "log_marginal_likelihood"]
@@ -48,12 +47,6 @@ def _check_network(net) -> FullyConnected:
             f"identity), sign, erf, sin/cos and rectified monomials; not for {net.activation!r}"
         )
     return net
-
-
-def _check_kernel(kernel) -> str:
-    if not isinstance(kernel, str) or kernel not in ("nngp", "ntk"):
-        raise ValueError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
-    return kernel
 
 
 def hyper_gradients(net, x1, x2=None, *, kernel: str = "ntk", n_threads: int | None = None):
@@ -79,32 +72,11 @@ def hyper_gradients(net, x1, x2=None, *, kernel: str = "ntk", n_threads: int | N
         ``d value / d log W_std`` and ``d value / d log b_std`` (zero when b_std = 0).
     """
     _check_network(net)
-    kernel = _check_kernel(kernel)
+    kernel = choice(kernel, "kernel", ("nngp", "ntk"))
     dtype = np.dtype(np.float64)
     a = as_points(x1, "x1", dtype)
     b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
     return _core.hyper_gram(net._core_network(), kernel, a, b, check_n_threads(n_threads))
-
-
-def _positive(value, name: str, allow_zero: bool) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return value
-
-
-def _targets(y, n: int) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"y must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.size == 0:
-        raise ValueError(f"y must have shape ({n},) or ({n}, k), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("y must be finite")
-    return arr.reshape(n, -1)
 
 
 def log_marginal_likelihood(
@@ -141,8 +113,8 @@ def log_marginal_likelihood(
     float, or (float, ndarray of shape (3,)) with eval_gradient.  ValueError when C is not
     positive definite (duplicate points without noise).
     """
-    kernel = _check_kernel(kernel)
-    noise = _positive(noise, "noise", allow_zero=True)
+    kernel = choice(kernel, "kernel", ("nngp", "ntk"))
+    noise = real(noise, "noise", minimum=0.0)
     if not isinstance(eval_gradient, (bool, np.bool_)):
         raise TypeError(f"eval_gradient must be True or False, got {eval_gradient!r}")
     if eval_gradient:
@@ -152,7 +124,7 @@ def log_marginal_likelihood(
             raise TypeError(f"net must be an ntkcore.FullyConnected, got {type(net).__name__}")
         gram = getattr(net.kernels(x, dtype=np.float64, n_threads=n_threads), kernel)
     n = gram.shape[0]
-    targets = _targets(y, n)
+    outputs = targets(y, "y", n).reshape(n, -1)
     cov = gram + noise * np.eye(n)
     try:
         chol = np.linalg.cholesky(cov)
@@ -160,10 +132,10 @@ def log_marginal_likelihood(
         raise ValueError(
             "the kernel plus noise is not positive definite (e.g. duplicate points): increase noise"
         ) from exc
-    alpha = _cho_solve(chol, targets)
-    k = targets.shape[1]
+    alpha = _cho_solve(chol, outputs)
+    k = outputs.shape[1]
     value = float(
-        -0.5 * np.sum(targets * alpha) - k * np.sum(np.log(np.diagonal(chol))) - 0.5 * n * k * math.log(2 * math.pi)
+        -0.5 * np.sum(outputs * alpha) - k * np.sum(np.log(np.diagonal(chol))) - 0.5 * n * k * math.log(2 * math.pi)
     )
     if not eval_gradient:
         return value
@@ -238,18 +210,17 @@ def fit_hyperparameters(
     unknown = [t for t in tune if t not in _NAMES]
     if unknown or not tune or len(set(tune)) != len(tune):
         raise ValueError(f"tune must name distinct hyperparameters among {_NAMES}, got {tune!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    max_iter = integer(max_iter, "max_iter", minimum=1)
     limits = {"W_std": (1e-2, 1e2), "b_std": (1e-4, 1e2), "noise": (1e-8, 1e2)}
     if bounds is not None:
         if not isinstance(bounds, dict) or any(k not in _NAMES for k in bounds):
             raise ValueError(f"bounds must be a dict with keys among {_NAMES}, got {bounds!r}")
         for name, pair in bounds.items():
-            low, high = (_positive(v, f"bounds[{name!r}]", allow_zero=False) for v in pair)
+            low, high = (real(v, f"bounds[{name!r}]", minimum=0.0, strict=True) for v in pair)
             if not low < high:
                 raise ValueError(f"bounds[{name!r}] must be (low, high) with low < high, got {pair!r}")
             limits[name] = (low, high)
-    start = {"W_std": net.W_std[0], "b_std": net.b_std[0], "noise": _positive(noise, "noise", allow_zero=True)}
+    start = {"W_std": net.W_std[0], "b_std": net.b_std[0], "noise": real(noise, "noise", minimum=0.0)}
     for name in tune:
         if start[name] <= 0:
             raise ValueError(f"{name} = 0 cannot be tuned in log space: start from {name} > 0 or leave it out of tune")

@@ -58,7 +58,6 @@ import numpy as np
 
 from ._native import core as _core
 from ._validation import (
-    as_points,
     as_real_array,
     check_n_threads,
     check_seed,
@@ -68,7 +67,7 @@ from ._validation import (
     integer,
     real,
 )
-from .dynamics import _CholeskySolver
+from .dynamics import _CholeskySolver, _network_inputs
 from .network import FullyConnected
 from .serial import Serial
 
@@ -89,16 +88,6 @@ def _network(net):
     if not isinstance(net, (FullyConnected, Serial)):
         raise TypeError(f"net must be an ntkcore.FullyConnected or ntkcore.Serial network, got {type(net).__name__}")
     return net
-
-
-def _inputs(net, x, name: str, like: np.ndarray | None = None) -> np.ndarray:
-    """``x`` as float64 network inputs; with ``like``, of the same shape per point."""
-    if isinstance(net, FullyConnected):
-        return as_points(x, name, np.dtype(np.float64), features=None if like is None else like.shape[1])
-    arr = as_real_array(x, name, np.dtype(np.float64), (2, 3, 4), "(N, H, W, C), (N, L, C) or (N, d)")
-    if like is not None and arr.shape[1:] != like.shape[1:]:
-        raise ValueError(f"{name} must have shape (M, {', '.join(map(str, like.shape[1:]))}), got {arr.shape}")
-    return arr
 
 
 def kernel_product(
@@ -138,8 +127,8 @@ def kernel_product(
     """
     net = _network(net)
     kernel = choice(kernel, "kernel", _KERNELS)
-    a = _inputs(net, x1, "x1")
-    b = None if x2 is None else _inputs(net, x2, "x2", like=a)
+    a = _network_inputs(net, x1, "x1")
+    b = None if x2 is None else _network_inputs(net, x2, "x2", like=a, same_shape=True)
     n2 = a.shape[0] if b is None else b.shape[0]
     vec = float64_array(v, "v")
     if vec.ndim not in (1, 2) or vec.shape[0] != n2 or vec.size == 0:
@@ -421,7 +410,7 @@ class KernelRegression:
         -------
         self
         """
-        x = _inputs(self.net, x, "x")
+        x = _network_inputs(self.net, x, "x")
         n = x.shape[0]
         targets = float64_array(y, "y")
         if targets.ndim not in (1, 2) or targets.shape[0] != n or targets.size == 0:
@@ -452,7 +441,7 @@ class KernelRegression:
 
     def _landmark_points(self, x: np.ndarray) -> np.ndarray:
         if isinstance(self.landmarks, np.ndarray):
-            return _inputs(self.net, self.landmarks, "landmarks", like=x)
+            return _network_inputs(self.net, self.landmarks, "landmarks", like=x, same_shape=True)
         n = x.shape[0]
         m = self.landmarks if self.landmarks is not None else min(n, max(64, math.ceil(4 * math.sqrt(n))))
         if m > n:
@@ -502,7 +491,7 @@ class KernelRegression:
         """
         if not hasattr(self, "alpha_"):
             raise ValueError("KernelRegression.predict needs fit(x, y) first")
-        points = _inputs(self.net, x_test, "x_test", like=self.x_train_)
+        points = _network_inputs(self.net, x_test, "x_test", like=self.x_train_, same_shape=True)
         alpha = np.ascontiguousarray(self.alpha_.reshape(self.x_train_.shape[0], -1))
         tiles = self._tiles(self.x_train_)
         report = _Progress(self.progress, "KernelRegression.predict", 1)

@@ -19,8 +19,6 @@ Needs scikit-learn (``pip install "ntkcore[sklearn]"``).
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 
 import numpy as np
 
@@ -36,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import test wi
     ) from exc
 
 from . import layers as _layers
+from ._validation import choice, real
 from .dynamics import GradientFlow, ensemble_predict
 from .likelihood import hyper_gradients
 from .network import FullyConnected
@@ -73,21 +72,6 @@ def _network(estimator):
     return estimator.network
 
 
-def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def _check_real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
-
-
 class _KernelRegression(BaseEstimator):
     """Fit/predict shared by the regressor and the classifier (targets already numeric)."""
 
@@ -114,11 +98,9 @@ class _KernelRegression(BaseEstimator):
 
     def _fit_targets(self, X, targets):
         net = _network(self)
-        _check_choice(self.kernel, "kernel", ("ntk", "nngp"))
-        _check_real(self.t, "t")
-        diag_reg = _check_real(self.diag_reg, "diag_reg")
-        if math.isinf(diag_reg):
-            raise ValueError("diag_reg must be finite")
+        choice(self.kernel, "kernel", ("ntk", "nngp"))
+        real(self.t, "t", minimum=0.0, infinite=True)
+        diag_reg = real(self.diag_reg, "diag_reg", minimum=0.0)
         self.network_ = net
         self.X_train_ = X
         self.y_train_ = targets
