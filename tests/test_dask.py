@@ -93,3 +93,32 @@ def test_a_client_must_be_a_distributed_client():
 def test_the_core_on_a_worker_uses_the_workers_threads(client):
     assert client.submit(nd._worker_threads).result() == 1
     assert nd._worker_threads() == 0  # off a worker: all OpenMP offers
+
+
+# --- eigsh on the cluster ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_eigsh_on_the_cluster_equals_the_single_machine_solve(client, which):
+    x = points(230, seed=3)
+    local = ntkcore.eigsh(NET, x, k=3, which=which, max_passes=4000)
+    values, vectors = ntkcore.eigsh(NET, x, k=3, which=which, max_passes=4000, client=client)
+    assert rel(values, local[0]) < 1e-10
+    # Eigenvectors of simple eigenvalues agree up to sign.
+    np.testing.assert_allclose(np.abs(np.sum(vectors * local[1], axis=0)), 1.0, atol=1e-8)
+
+
+def test_eigsh_on_the_cluster_of_a_serial_network_never_forms_the_gram_locally(client):
+    net = ntkcore.serial(layers.Conv((3, 3), padding="SAME", W_std=1.4), "relu", layers.GlobalAvgPool(), layers.Dense())
+    x = np.random.default_rng(4).standard_normal((30, 4, 4, 2))
+    calls = []
+    values = ntkcore.eigsh(
+        net, x, k=2, client=client, return_eigenvectors=False, progress=lambda d, t: calls.append((d, t))
+    )
+    assert rel(values, np.linalg.eigvalsh(net.ntk(x))[-2:]) < 1e-10
+    assert calls and calls[-1][0] == calls[-1][1]
+
+
+def test_eigsh_rejects_a_client_that_is_not_one():
+    with pytest.raises(TypeError, match=r"client must be a distributed\.Client"):
+        ntkcore.eigsh(NET, points(20), k=2, client="tcp://127.0.0.1:8786")

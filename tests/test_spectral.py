@@ -288,3 +288,54 @@ def test_keyboard_interrupt_stops_a_matrix_free_solve():
         ntkcore.eigsh(slow, x, k=2, which="smallest", n_threads=2)
     timer.join()
     assert time.perf_counter() - start < 10
+
+
+# --- progress: the same solve over ntkcore.regression.kernel_product ----------------------------
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_progress_reports_tiles_and_gives_the_same_eigenpairs(points, grams, which):
+    calls = []
+    values, vectors = ntkcore.eigsh(
+        NET, points, k=3, which=which, max_passes=4000, progress=lambda d, t: calls.append((d, t))
+    )
+    check_pairs(grams.ntk, values, vectors, which, 3)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] > 0
+    again = ntkcore.eigsh(NET, points, k=3, which=which, max_passes=4000, progress=lambda d, t: None)
+    np.testing.assert_array_equal(again[0], values)  # bitwise reproducible
+
+
+def test_progress_true_writes_to_stderr(points, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain stderr line
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ntkcore.eigsh(NET, points, k=2, kernel="nngp", progress=True)
+    assert "eigsh:" in capsys.readouterr().err
+
+
+def test_progress_for_a_serial_network_works_from_row_blocks():
+    net = ntkcore.serial(
+        ntkcore.layers.Conv((2,), W_std=1.3, b_std=0.2), "erf", ntkcore.layers.Flatten(), ntkcore.layers.Dense()
+    )
+    x = np.random.default_rng(5).standard_normal((50, 6, 2))
+    values = ntkcore.eigsh(net, x, k=2, kernel="nngp", return_eigenvectors=False, progress=lambda d, t: None)
+    np.testing.assert_allclose(values, np.linalg.eigvalsh(net.nngp(x))[-2:], rtol=1e-10)
+
+
+def test_an_exception_in_the_progress_callback_ends_the_solve(points):
+    def fail(done, total):
+        raise RuntimeError("enough")
+
+    with pytest.raises(RuntimeError, match="enough"):
+        ntkcore.eigsh(NET, points, k=2, progress=fail)
+
+
+def test_progress_and_client_need_a_network(points, grams):
+    with pytest.raises(TypeError, match="apply to a network"):
+        ntkcore.eigsh(grams.ntk, k=2, progress=True)
+    with pytest.raises(TypeError, match="progress must be"):
+        ntkcore.eigsh(NET, points, k=2, progress="yes")
+    with pytest.raises(ValueError, match="x is required"):
+        ntkcore.eigsh(NET, k=2, progress=True)

@@ -5,6 +5,7 @@
 #include <string>
 
 #include <pybind11/eigen.h>
+#include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -93,6 +94,36 @@ py::tuple eigsh_kernel(const py::tuple& spec, const Array<T>& x, const std::stri
         [&] { return ntkcore::kernel_eigenpairs<T>(net, view, kind, s.k, which, s.eigen(), s.op()); });
 }
 
+// The block products of eigsh_operator: apply(x) on the Python side, with x an N x b float64
+// array, returning an array of the same shape.  Called by the solver without the GIL; an
+// exception from Python (KeyboardInterrupt included) ends the solve and comes back as itself.
+struct PythonProduct {
+    py::function apply;
+
+    void operator()(const Eigen::Ref<const ntkcore::ColMatrix<double>>& x,
+                    Eigen::Ref<ntkcore::ColMatrix<double>> y) const {
+        py::gil_scoped_acquire gil;
+        try {
+            const ntkcore::ColMatrix<double> block = x;
+            const py::array_t<double, py::array::f_style | py::array::forcecast> out = apply(block);
+            if (out.ndim() != 2 || out.shape(0) != y.rows() || out.shape(1) != y.cols())
+                throw std::invalid_argument(
+                    "eigsh operator: the product must have the shape of its argument");
+            y = Eigen::Map<const ntkcore::ColMatrix<double>>(out.data(), y.rows(), y.cols());
+        } catch (py::error_already_set& e) {
+            e.restore();
+            throw ntkcore::Interrupted();
+        }
+    }
+};
+
+py::tuple eigsh_operator(const py::function& apply, std::size_t n, double magnitude, const Settings& s) {
+    const PythonProduct product{apply};
+    const ntkcore::Which which = to_which(s.which);
+    return run<double>(
+        [&] { return ntkcore::operator_eigenpairs<double>(n, magnitude, product, s.k, which, s.eigen()); });
+}
+
 template <class T>
 void define(py::module_& m) {
     m.def(
@@ -135,6 +166,18 @@ void define(py::module_& m) {
 }  // namespace
 
 void bind_spectral(py::module_& m) {
+    m.def(
+        "eigsh_operator",
+        [](const py::function& apply, std::size_t n, double magnitude, std::size_t k,
+           const std::string& which, double tol, std::size_t block_size, std::size_t max_basis,
+           std::size_t max_passes, std::uint64_t seed) {
+            return eigsh_operator(
+                apply, n, magnitude,
+                Settings{k, which, tol, block_size, max_basis, max_passes, seed, 0, 0, false, 0.0});
+        },
+        py::arg("apply"), py::arg("n"), py::arg("magnitude"), py::arg("k"), py::arg("which"),
+        py::arg("tol") = 0.0, py::arg("block_size") = 0, py::arg("max_basis") = 0, py::arg("max_passes") = 0,
+        py::arg("seed") = 0);
     define<double>(m);
     define<float>(m);
 }

@@ -116,6 +116,18 @@ def eigsh_kernel(
     n_threads: int = 0,
     tile: int = 0,
 ) -> _EigenResult: ...
+def eigsh_operator(
+    apply: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    magnitude: float,
+    k: int,
+    which: str,
+    tol: float = 0.0,
+    block_size: int = 0,
+    max_basis: int = 0,
+    max_passes: int = 0,
+    seed: int = 0,
+) -> _EigenResult: ...
 def kernel_product(
     network: _KernelNetworkSpec,
     x1: _FloatArray,

@@ -9,6 +9,8 @@
   by the workers in row blocks ``K(x[rows], x) @ V``.  No block of the N x N kernel leaves a
   worker; the preconditioner's N x m kernel ``K(x, landmarks)`` is computed there in row
   blocks and gathered once.
+* ``ntkcore.eigsh(net, x, k, client=client)`` runs the passes of its block Lanczos solver the
+  same way (N x block_size numbers out and back per pass); the solver itself stays here.
 
 Networks and activations are plain frozen dataclasses and pickle as they are.  A worker's
 core uses as many threads as the worker has (``threads_per_worker``), so start workers with

@@ -184,6 +184,15 @@ class _LocalTiles:
         pass
 
 
+def _kernel_passes(client, net, kernel: str, x: np.ndarray, threads: int):
+    """The passes over the kernel tiles of ``x``: on this machine, or on a Dask cluster."""
+    if client is None:
+        return _LocalTiles(net, kernel, x, threads)
+    from .dask import _ClusterTiles
+
+    return _ClusterTiles(client, net, kernel, x, threads)
+
+
 class _Progress:
     """Reports (done, total) to a callable, a tqdm bar (when tqdm is installed) or stderr.
 
@@ -385,11 +394,7 @@ class KernelRegression:
     # --- fitting ---------------------------------------------------------------------------
 
     def _tiles(self, x: np.ndarray):
-        if self.client is None:
-            return _LocalTiles(self.net, self.kernel, x, self.n_threads)
-        from .dask import _ClusterTiles
-
-        return _ClusterTiles(self.client, self.net, self.kernel, x, self.n_threads)
+        return _kernel_passes(self.client, self.net, self.kernel, x, self.n_threads)
 
     def _choose(self, n: int) -> str:
         if self.solver != "auto":

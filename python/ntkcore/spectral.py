@@ -117,12 +117,54 @@ def _checked_symmetric(K, name: str):
     return arr, scale
 
 
+class _TileOperator:
+    """The Gram of ``(net, x)`` as block products over its tiles, on this machine or on a
+    Dask cluster, with progress reports: the operand of eigsh(..., client=, progress=)."""
+
+    def __init__(self, net, x, kernel: str, n_threads, client, progress):
+        from .dynamics import _network_inputs  # dynamics and regression import this module
+        from .regression import _kernel_passes, _Progress
+
+        self.points = _network_inputs(net, x, "x")
+        self.n = self.points.shape[0]
+        threads = check_n_threads(n_threads)
+        # The power-of-two scale of the solver, from the diagonal as for the plain call.
+        self.magnitude = float(np.max(getattr(net.diagonal(self.points), kernel)))
+        self.tiles = _kernel_passes(client, net, kernel, self.points, threads)
+        self.progress, self.report_class = progress, _Progress
+
+    def solve(self, k: int, which: str, settings: dict, max_passes) -> tuple:
+        report = self.report_class(self.progress, "eigsh", max_passes or 1000)
+        try:
+
+            def apply(v: np.ndarray) -> np.ndarray:
+                return self.tiles.train(np.ascontiguousarray(v), report.callback)
+
+            settings = {key: value for key, value in settings.items() if key != "n_threads"}
+            return _core.eigsh_operator(apply, self.n, self.magnitude, k, which, **settings)
+        finally:
+            self.tiles.close()
+            report.finish()
+
+
+def _tile_operator(K, x, kernel, n_threads, client, progress) -> _TileOperator:
+    if not isinstance(K, _NETWORKS):
+        raise TypeError("client and progress apply to a network's Gram: call eigsh(net, x, ..., client=, progress=)")
+    if x is None:
+        raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise TypeError(f"progress must be True, False or a callable(done, total), got {progress!r}")
+    return _TileOperator(K, x, choice(kernel, "kernel", _KERNELS), n_threads, client, progress)
+
+
 def _operand(K, x, kernel, dtype=None, n_threads=None):
     """('dense', (matrix, max|K_ij|)) or ('kernel', (network spec, points, kernel)), validated.
 
     A fully-connected network is applied matrix-free, tile by tile; a serial network's Gram
     is formed first (N^2 entries).
     """
+    if isinstance(K, _TileOperator):
+        return "operator", (K,)
     if isinstance(K, _NETWORKS):
         if x is None:
             raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
@@ -147,7 +189,9 @@ def _solve(
     if not isinstance(which, str) or which not in _WHICH:
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     kind, operand = _operand(K, x, kernel, dtype, n_threads)
-    n = operand[0].shape[0] if kind == "dense" else operand[1].shape[0]
+    n = {"dense": lambda: operand[0].shape[0], "kernel": lambda: operand[1].shape[0], "operator": lambda: operand[0].n}[
+        kind
+    ]()
     k = integer(k, "k", minimum=1, maximum=n)
     settings = dict(
         tol=0.0 if tol is None else real(tol, "tol", minimum=0.0, maximum=1.0, strict=True),
@@ -161,9 +205,11 @@ def _solve(
         if kind == "dense":
             matrix, magnitude = operand
             out = _core.eigsh_dense(matrix, k, which, values_only=values_only, magnitude=magnitude, **settings)
-        else:
+        elif kind == "kernel":
             spec, points, kernel = operand
             out = _core.eigsh_kernel(spec, points, kernel, k, which, **settings)
+        else:
+            out = operand[0].solve(k, which, settings, max_passes)
     except ValueError as exc:  # Cholesky failure (std::domain_error)
         if "not positive definite" in str(exc):
             raise ValueError(
@@ -172,7 +218,7 @@ def _solve(
             ) from exc
         raise
     except OverflowError as exc:  # an eigenvalue beyond the dtype's range
-        single = (operand[0] if kind == "dense" else operand[1]).dtype == np.float32
+        single = kind != "operator" and (operand[0] if kind == "dense" else operand[1]).dtype == np.float32
         hint = "; compute in float64 (dtype=numpy.float64)" if single else ""
         raise OverflowError(f"{exc}{hint}") from exc
     values, vectors, residuals, norm, passes, converged, lost = out
@@ -225,6 +271,8 @@ def eigsh(
     max_passes: int | None = None,
     seed: int = 0,
     dtype=None,
+    client=None,
+    progress=False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest or smallest eigenpairs of a symmetric PSD Gram matrix.
 
@@ -262,6 +310,23 @@ def eigsh(
         input, options and seed, whatever ``n_threads`` (see the module documentation).
     dtype : float32 or float64, optional
         Precision of the matrix-free computation (default: that of ``x``).
+    client : distributed.Client, optional
+        With a network: run each pass over the kernel tiles on this Dask cluster (row blocks
+        computed by the C++ core on the workers, ``x`` scattered once, only N x block_size
+        numbers sent per pass); the Gram is never gathered, for ``serial`` networks either.
+        Needs the ``dask`` extra.
+    progress : bool or callable(done, total)
+        With a network: report the tiles finished over all passes (``True``: a tqdm bar when
+        tqdm is installed, a line on stderr otherwise; a callable is called on this thread
+        with the tiles done and a total that assumes ``max_passes`` passes until the last
+        call, which gives the true count).  Ctrl-C, or an exception the callable raises,
+        ends the solve.
+
+    With ``client`` or ``progress`` the block products come from
+    :func:`ntkcore.regression.kernel_product` (on this machine or the cluster) and the solver
+    works in float64 whatever ``dtype``; the results agree with the plain call to rounding
+    (the products sum in another order), and are again bitwise reproducible for the same
+    input, options and seed.
 
     Returns
     -------
@@ -282,6 +347,9 @@ def eigsh(
     """
     if not isinstance(return_eigenvectors, (bool, np.bool_)):
         raise TypeError(f"return_eigenvectors must be True or False, got {return_eigenvectors!r}")
+    if client is not None or progress is not False:
+        operator = _tile_operator(K, x, kernel, n_threads, client, progress)
+        K, x = operator, None
     values, vectors, _, _ = _solve(
         K, x, k, which, tol, kernel, n_threads, block_size, max_passes, seed, dtype, max_basis
     )

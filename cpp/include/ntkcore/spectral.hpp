@@ -493,4 +493,28 @@ EigenResult<T> kernel_eigenpairs(const Network& net, const Eigen::Ref<const RowM
     return r;
 }
 
+// The k largest or smallest eigenpairs of a symmetric PSD operator known only through its
+// block products: apply(x, y) sets y = A x for N x b blocks.  The products may come from
+// anywhere (another process, a cluster); `magnitude` (max |A_ij|, the largest diagonal entry
+// of a PSD kernel) sets the power-of-two scale, as in kernel_eigenpairs.
+template <class T, class Apply>
+EigenResult<T> operator_eigenpairs(std::size_t n, double magnitude, const Apply& apply, std::size_t k,
+                                   Which which, const EigenOptions& opt = EigenOptions()) {
+    const int e = detail::scale_exponent<T>(magnitude);
+    struct ScaledOperator {
+        std::size_t n;
+        const Apply& product;
+        T scale;
+        std::size_t size() const { return n; }
+        void apply(const Eigen::Ref<const ColMatrix<T>>& x, Eigen::Ref<ColMatrix<T>> y) const {
+            product(x, y);
+            y *= scale;
+        }
+    };
+    const ScaledOperator op{n, apply, T(std::ldexp(1.0, -e))};
+    EigenResult<T> r = block_lanczos<T>(op, k, which, opt);
+    detail::unscale(r, e);
+    return r;
+}
+
 }  // namespace ntkcore
