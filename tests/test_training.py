@@ -158,7 +158,7 @@ def test_ntk_change_is_the_relative_frobenius_norm_and_accuracy_the_hit_rate():
         callback=lambda step, model: seen.append((step, net.ntk(probe))),
     )
     assert list(result.record_steps) == [0, 4, 8, 9] == [s for s, _ in seen]
-    for (step, theta), change in zip(seen, result.ntk_change):
+    for (_, theta), change in zip(seen, result.ntk_change):
         assert change == pytest.approx(np.linalg.norm(theta - theta0) / np.linalg.norm(theta0), rel=1e-12)
     np.testing.assert_array_equal(result.ntk_initial, theta0)
     np.testing.assert_array_equal(result.ntk_final, net.ntk(probe))
@@ -295,7 +295,9 @@ def test_bad_input_raises_clear_errors():
 def test_cross_entropy_divergence_names_the_step_and_keeps_parameters_finite(optimizer):
     net = finite.MLP([3, 16, 16, 3], "relu", W_std=1.5, seed=1)
     x, labels = _points(16, 6, 3), np.arange(6) % 3
-    diverged = r"training diverged after [1-9]\d* of 50 steps: finite network overflows float64.*lower learning_rate=1e\+200"
+    diverged = (
+        r"training diverged after [1-9]\d* of 50 steps: finite network overflows float64.*lower learning_rate=1e\+200"
+    )
     with pytest.raises(FloatingPointError, match=diverged):
         net.train(x, labels, 1e200, 50, loss="cross_entropy", optimizer=optimizer)
     assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in net.parameters)

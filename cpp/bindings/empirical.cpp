@@ -119,8 +119,8 @@ double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights
 
 template <class T>
 void vjp(const py::tuple& spec, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases,
-         const Array<T>& x, const Array<T>& cotangent, std::vector<Array<T>>& grad_w, std::vector<Array<T>>& grad_b,
-         int n_threads) {
+         const Array<T>& x, const Array<T>& cotangent, std::vector<Array<T>>& grad_w,
+         std::vector<Array<T>>& grad_b, int n_threads) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
     const auto a = matrix_view(x, "x");
     const auto r = matrix_view(cotangent, "cotangent");
@@ -138,8 +138,9 @@ void define(py::module_& m) {
     m.def("mlp_loss_gradient", &loss_gradient<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
           py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
           py::arg("n_threads") = 0);
-    m.def("mlp_vjp", &vjp<T>, py::arg("network"), py::arg("weights"), py::arg("biases"), py::arg("x").noconvert(),
-          py::arg("cotangent").noconvert(), py::arg("grad_w"), py::arg("grad_b"), py::arg("n_threads") = 0);
+    m.def("mlp_vjp", &vjp<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
+          py::arg("x").noconvert(), py::arg("cotangent").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
+          py::arg("n_threads") = 0);
 }
 
 }  // namespace

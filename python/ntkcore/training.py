@@ -45,7 +45,7 @@ import numpy as np
 
 from ._validation import as_real_array, check_n_threads, choice, integer, real, resolve_dtype
 
-__all__ = ["TrainResult", "train", "true_class_ntk", "cross_entropy_bound", "LOSSES", "OPTIMIZERS"]
+__all__ = ["LOSSES", "OPTIMIZERS", "TrainResult", "cross_entropy_bound", "train", "true_class_ntk"]
 
 LOSSES = ("squared", "cross_entropy")
 OPTIMIZERS = ("gd", "adam")

@@ -413,9 +413,9 @@ void check_gradient_shapes(const MLP<T>& mlp, const std::vector<Eigen::Map<RowMa
 // The backward pass: from delta = d(.)/d z^{L+1} (N x k), the gradient with respect to the
 // N(0, 1) parameters, sum_i delta_i . d f(x_i) / d theta; `what` names it in overflow errors.
 template <class T>
-void backward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, const Forward<T>& fw, RowMatrix<T> delta,
-              std::vector<Eigen::Map<RowMatrix<T>>>& grad_w, std::vector<Eigen::Map<Vector<T>>>& grad_b,
-              const GramOptions& opt, const char* what) {
+void backward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, const Forward<T>& fw,
+              RowMatrix<T> delta, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+              std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt, const char* what) {
     const std::size_t layers = mlp.n_layers();
     const Eigen::Index n = x.rows();
     const std::size_t block = std::max<std::size_t>(1, opt.tile_rows);
@@ -487,9 +487,9 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
 // loss whose derivative with respect to the outputs is the N x k cotangent r; shapes as for
 // loss_gradient.
 template <class T>
-void vjp(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, const Eigen::Ref<const RowMatrix<T>>& cotangent,
-         std::vector<Eigen::Map<RowMatrix<T>>>& grad_w, std::vector<Eigen::Map<Vector<T>>>& grad_b,
-         const GramOptions& opt = GramOptions()) {
+void vjp(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
+         const Eigen::Ref<const RowMatrix<T>>& cotangent, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+         std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt = GramOptions()) {
     mlp.validate();
     if (cotangent.rows() != x.rows() || cotangent.cols() != mlp.n_outputs())
         throw std::invalid_argument("vjp: the cotangent must be N x k");
