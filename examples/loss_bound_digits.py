@@ -13,10 +13,13 @@ draws the measured loss next to the gradient-flow bound of docs/math/6-finite-wi
 
 with lambda the minimum of lambda_min(Theta~) over the recorded trajectory (the valid
 constant) and with lambda_min(Theta~_0) at initialisation (not a valid constant in general:
-Theta~ shrinks as the true-class probabilities grow), and the squared-loss form
+Theta~ shrinks as the true-class probabilities approach 1), and the squared-loss form
 L_0 exp(-eta lambda_min(Theta~_0) t).
 
-    python examples/loss_bound_digits.py      # about 3 min on two cores (it prints its run time)
+    python examples/loss_bound_digits.py
+
+Run time: 596 s (under 10 min) measured on 2 cores shared with other jobs (load average ~11);
+it prints it.
 
 Writes loss_bound_digits.png and loss_bound_digits.md beside this script.  The architecture
 is a function (``_digits.mlp(2)``); a CNN built with ``ntkcore.finite.Network`` can be passed

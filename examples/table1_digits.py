@@ -16,7 +16,9 @@ with the time to compute each kernel on the 1000 points (train Gram and test-tra
 and the time to train.  The text reports on MNIST: trained MLP 0.848, NTK_inf 0.744, NTK of
 the trained net 0.81.
 
-    python examples/table1_digits.py      # about 1.5 min on two cores (it prints its run time)
+    python examples/table1_digits.py
+
+Run time: 168 s measured on 2 cores shared with other jobs; it prints it.
 
 Writes table1_digits.md beside this script.  The architecture is a function
 (``_digits.mlp(3)``); CNN rows are added by passing a function that builds an
