@@ -85,25 +85,47 @@ void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights, const std:
 }
 
 template <class T>
+struct GradientViews {
+    std::vector<Eigen::Map<ntkcore::RowMatrix<T>>> w;
+    std::vector<Eigen::Map<ntkcore::Vector<T>>> b;
+};
+
+template <class T>
+GradientViews<T> gradient_views(std::vector<Array<T>>& grad_w, std::vector<Array<T>>& grad_b) {
+    GradientViews<T> views;
+    for (auto& g : grad_w) {
+        if (g.ndim() != 2) throw std::invalid_argument("weight gradients must be 2-D");
+        views.w.emplace_back(g.mutable_data(), g.shape(0), g.shape(1));
+    }
+    for (auto& g : grad_b) {
+        if (g.ndim() != 1) throw std::invalid_argument("bias gradients must be 1-D");
+        views.b.emplace_back(g.mutable_data(), g.shape(0));
+    }
+    return views;
+}
+
+template <class T>
 double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights,
                      const std::vector<Array<T>>& biases, const Array<T>& x, const Array<T>& y,
                      std::vector<Array<T>>& grad_w, std::vector<Array<T>>& grad_b, int n_threads) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
     const auto a = matrix_view(x, "x");
     const auto b = matrix_view(y, "y");
-    std::vector<Eigen::Map<ntkcore::RowMatrix<T>>> gw;
-    std::vector<Eigen::Map<ntkcore::Vector<T>>> gb;
-    for (auto& g : grad_w) {
-        if (g.ndim() != 2) throw std::invalid_argument("weight gradients must be 2-D");
-        gw.emplace_back(g.mutable_data(), g.shape(0), g.shape(1));
-    }
-    for (auto& g : grad_b) {
-        if (g.ndim() != 1) throw std::invalid_argument("bias gradients must be 1-D");
-        gb.emplace_back(g.mutable_data(), g.shape(0));
-    }
+    GradientViews<T> g = gradient_views(grad_w, grad_b);
     double loss = 0;
-    without_gil([&] { loss = ntkcore::loss_gradient<T>(mlp, a, b, gw, gb, options(n_threads)); });
+    without_gil([&] { loss = ntkcore::loss_gradient<T>(mlp, a, b, g.w, g.b, options(n_threads)); });
     return loss;
+}
+
+template <class T>
+void vjp(const py::tuple& spec, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases,
+         const Array<T>& x, const Array<T>& cotangent, std::vector<Array<T>>& grad_w,
+         std::vector<Array<T>>& grad_b, int n_threads) {
+    const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
+    const auto a = matrix_view(x, "x");
+    const auto r = matrix_view(cotangent, "cotangent");
+    GradientViews<T> g = gradient_views(grad_w, grad_b);
+    without_gil([&] { ntkcore::vjp<T>(mlp, a, r, g.w, g.b, options(n_threads)); });
 }
 
 template <class T>
@@ -115,6 +137,9 @@ void define(py::module_& m) {
           py::arg("theta").noconvert(), py::arg("n_threads") = 0);
     m.def("mlp_loss_gradient", &loss_gradient<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
           py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
+          py::arg("n_threads") = 0);
+    m.def("mlp_vjp", &vjp<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
+          py::arg("x").noconvert(), py::arg("cotangent").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
           py::arg("n_threads") = 0);
 }
 

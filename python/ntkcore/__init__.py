@@ -7,7 +7,7 @@
 (5, 5)
 """
 
-from . import activations, finite, layers, reference
+from . import activations, finite, layers, reference, training
 from .dynamics import GradientFlow, ensemble_predict, loss_bound, loss_curve, max_learning_rate
 from .likelihood import HyperparameterFit, fit_hyperparameters, hyper_gradients, log_marginal_likelihood
 from .network import FullyConnected, Kernels
@@ -42,4 +42,5 @@ __all__ = [
     "reference",
     "serial",
     "spectrum",
+    "training",
 ]

@@ -84,6 +84,16 @@ def mlp_loss_gradient(
     grad_b: Sequence[_FloatArray],
     n_threads: int = 0,
 ) -> float: ...
+def mlp_vjp(
+    network: _MLPSpec,
+    weights: Sequence[_FloatArray],
+    biases: Sequence[_FloatArray],
+    x: _FloatArray,
+    cotangent: _FloatArray,
+    grad_w: Sequence[_FloatArray],
+    grad_b: Sequence[_FloatArray],
+    n_threads: int = 0,
+) -> None: ...
 def symmetry_report(K: _FloatArray, n_threads: int = 0) -> tuple[float, float, int, int]: ...
 
 # (values, vectors, residuals, norm_estimate, passes, converged, rounding_limited)

@@ -38,16 +38,16 @@ its memory is the output plus ``O(N k sum(widths))``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 from . import activations as _activations
+from . import training as _training
 from ._native import core as _core
-from ._validation import as_points, check_n_threads, check_seed, choice, integer, integers, real, resolve_dtype
+from ._validation import as_points, check_n_threads, check_seed, choice, integer, integers, resolve_dtype
 from .network import FullyConnected, Kernels, _format_scales, _layer_scales
+from .training import TrainResult
 
 __all__ = ["MLP", "TrainResult", "monte_carlo_kernels"]
 
@@ -58,28 +58,6 @@ def _widths(widths) -> tuple[int, ...]:
     if isinstance(widths, (Sequence, np.ndarray)) and len(widths) < 2:
         raise ValueError(f"widths must list at least the input and output sizes [d, k], got {list(widths)!r}")
     return integers(widths, "widths")
-
-
-class TrainResult(NamedTuple):
-    """What :meth:`MLP.train` records.
-
-    Attributes
-    ----------
-    loss : ndarray, shape (steps + 1,)
-        ``1/2 ||f_t(X) - Y||^2`` before step ``t`` (the last entry: after training).
-    record_steps : ndarray of int, shape (R,)
-        The steps at which the probe NTK was recorded (0, record_every, ..., steps).
-    ntk_change : ndarray, shape (R,)
-        ``||Theta_t - Theta_0||_F^2 / ||Theta_0||_F^2`` on the probe set at those steps.
-    ntk_initial, ntk_final : ndarray, shape (P, P)
-        The empirical NTK (``output="trace"``) of the probe set before and after training.
-    """
-
-    loss: np.ndarray
-    record_steps: np.ndarray
-    ntk_change: np.ndarray
-    ntk_initial: np.ndarray
-    ntk_final: np.ndarray
 
 
 class MLP:
@@ -356,6 +334,30 @@ class MLP:
         loss = _core.mlp_loss_gradient(spec, weights, biases, a, t, grad_w, grad_b, threads)
         return loss, list(zip(grad_w, grad_b))
 
+    def _flat_parameters(self) -> list[np.ndarray]:
+        """``[W^1, b^1, W^2, b^2, ...]`` (float64, not copies: read only); see ntkcore.training."""
+        return [q for pair in self._params for q in pair]
+
+    def _set_flat_parameters(self, arrays) -> None:
+        """Replace the parameters by float64 arrays ordered as :meth:`_flat_parameters`."""
+        self._params = [(arrays[2 * m], arrays[2 * m + 1]) for m in range(len(self._widths) - 1)]
+        self._cast = {}
+
+    def _vjp(self, x, cotangent, *, dtype, n_threads) -> list[np.ndarray]:
+        """``J^T r``: the gradient of ``sum_{i,a} r_ia f_a(x_i)`` with respect to the
+        parameters, ordered as :meth:`_flat_parameters`, in ``dtype``.
+
+        ``x`` (N, d) and ``cotangent`` (N, k) are C-contiguous arrays of ``dtype``.
+        """
+        dtype = np.dtype(dtype)
+        a = _feature_points(x, "x", dtype, self._widths[0])
+        r = np.ascontiguousarray(cotangent, dtype=dtype)
+        spec, weights, biases = self._core_args(dtype)
+        grad_w = [np.empty_like(w) for w in weights]
+        grad_b = [np.empty_like(b) for b in biases]
+        _core.mlp_vjp(spec, weights, biases, a, r, grad_w, grad_b, check_n_threads(n_threads))
+        return [g for pair in zip(grad_w, grad_b) for g in pair]
+
     def train(
         self,
         x,
@@ -363,121 +365,70 @@ class MLP:
         learning_rate: float,
         steps: int,
         *,
+        loss: str = "squared",
+        optimizer: str = "gd",
         record_every: int | None = None,
         probe=None,
         dtype=None,
         n_threads: int | None = None,
+        **options,
     ) -> TrainResult:
-        """Full-batch gradient descent on ``L = 1/2 ||f(x) - y||^2`` (docs/math/5-gram-dynamics.md, no 1/N).
+        """Full-batch training by :func:`ntkcore.training.train`, updating :attr:`parameters` in place.
 
-        Updates :attr:`parameters` in place: ``p <- p - learning_rate * dL/dp`` for
-        ``steps`` steps (parameters kept in float64; gradients in ``dtype``).
+        Default: gradient descent on ``L = 1/2 ||f(x) - y||^2`` (docs/math/5-gram-dynamics.md,
+        no 1/N), ``p <- p - learning_rate * dL/dp`` for ``steps`` steps (parameters kept in
+        float64; gradients in ``dtype``).
 
         Parameters
         ----------
         x : array_like, shape (N, d)
-        y : array_like, shape (N, k), or (N,) when k = 1
+        y : array_like
+            ``loss="squared"``: shape (N, k), or (N,) when k = 1; ``loss="cross_entropy"``:
+            integer labels (N,) in [0, k) or one-hot rows (N, k).
         learning_rate : float > 0
         steps : int >= 0
+        loss : "squared" or "cross_entropy"
+        optimizer : "gd" or "adam"
         record_every : int >= 1, optional
             Record the probe NTK every this many steps (and at the last one); default
             ``max(1, steps // 20)``.
         probe : array_like, shape (P, d), optional
             Points on which the NTK is recorded; default ``x``.
+        **options
+            ``beta1``, ``beta2``, ``epsilon``, ``callback``: as for
+            :func:`ntkcore.training.train`.
 
         Returns
         -------
         TrainResult
             Bitwise the same for the same input and starting parameters, whatever
-            ``n_threads``.
+            ``n_threads``; ``ntk_change`` is ``||Theta_t - Theta_0||_F / ||Theta_0||_F``.
 
         Raises
         ------
         FloatingPointError
-            If training diverges: the loss, a gradient, the parameters or the probe NTK
-            leave the floating-point range after some steps.  The message names the step
-            and the learning rate, compared with the stable range ``2 / lambda_max`` of
-            the initial NTK of ``x`` when that is cheap to compute.  The parameters are
-            left at the last step whose values were finite.
+            If training diverges (:func:`ntkcore.training.train`); the parameters are left
+            at the last step whose values were finite.
         OverflowError
             If the initial network already overflows (as :meth:`ntk`).
         """
         dtype = resolve_dtype(dtype, x)
         a = _feature_points(x, "x", dtype, self._widths[0])
-        t = self._targets(y, a.shape[0], dtype)
-        learning_rate = real(learning_rate, "learning_rate", minimum=0.0, strict=True)
-        steps = integer(steps, "steps", minimum=0)
-        record_every = max(1, steps // 20) if record_every is None else integer(record_every, "record_every", minimum=1)
-        p = a if probe is None else _feature_points(probe, "probe", dtype, self._widths[0])
-        threads = check_n_threads(n_threads)
-
-        theta0 = self.ntk(p, dtype=dtype, n_threads=threads or None)
-        norm0 = float(np.sum(np.square(theta0, dtype=np.float64)))
-        losses, record_steps, changes = [], [0], [0.0]
-        theta = theta0
-        initial = self._params  # each step makes new arrays
-        done = 0  # steps taken
-        try:
-            for step in range(steps):
-                loss, grads = self._loss_gradient(a, t, dtype, threads)
-                losses.append(loss)
-                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-                    new = [
-                        (w - learning_rate * gw, b - learning_rate * gb)
-                        for (w, b), (gw, gb) in zip(self._params, grads)
-                    ]
-                if not all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in new):
-                    raise OverflowError("the parameters overflow float64")
-                self._params = new
-                self._cast = {}
-                done = step + 1
-                if done % record_every == 0 or done == steps:
-                    theta = self.ntk(p, dtype=dtype, n_threads=threads or None)
-                    diff = np.asarray(theta, dtype=np.float64) - theta0
-                    record_steps.append(done)
-                    changes.append(float(np.sum(diff * diff)) / norm0 if norm0 > 0 else float("nan"))
-            residual = self.apply(a, dtype=dtype, n_threads=threads or None).astype(np.float64) - t
-            with np.errstate(over="ignore"):
-                losses.append(0.5 * float(np.sum(residual * residual)))
-            if not math.isfinite(losses[-1]):
-                raise OverflowError("the loss 1/2 ||f(x) - y||^2 overflows float64")
-        except OverflowError as exc:
-            if not losses:  # the initial network, not the training, is out of range
-                raise
-            raise FloatingPointError(
-                f"training diverged after {done} of {steps} steps: {exc}; "
-                + self._rate_advice(learning_rate, initial, a, dtype, threads)
-            ) from exc
-        return TrainResult(
-            loss=np.asarray(losses),
-            record_steps=np.asarray(record_steps),
-            ntk_change=np.asarray(changes),
-            ntk_initial=theta0,
-            ntk_final=theta,
+        p = None if probe is None else _feature_points(probe, "probe", dtype, self._widths[0])
+        return _training.train(
+            self,
+            a,
+            y,
+            learning_rate,
+            steps,
+            loss=loss,
+            optimizer=optimizer,
+            record_every=record_every,
+            probe=p,
+            dtype=dtype,
+            n_threads=n_threads,
+            **options,
         )
-
-    def _rate_advice(self, learning_rate, params, a, dtype, threads):
-        """The learning rate against the stable range 2 / lambda_max(Theta_0) of the
-        linearised dynamics (Theta_0: full NTK of ``a`` at ``params``), when cheap."""
-        n = a.shape[0] * self._widths[-1]
-        plain = f"lower learning_rate={learning_rate:g}"
-        if n > _CHEAP_EIGVALS:
-            return plain
-        theta = np.empty((n, n), dtype=dtype)
-        weights = [np.ascontiguousarray(w, dtype=dtype) for w, _ in params]
-        biases = [np.ascontiguousarray(b, dtype=dtype) for _, b in params]
-        try:
-            _core.empirical_ntk(self._spec(), weights, biases, a, None, "full", theta, threads)
-        except OverflowError:
-            return plain
-        stable = 2.0 / np.linalg.eigvalsh(theta.astype(np.float64))[-1]
-        if learning_rate > stable:
-            return f"learning_rate={learning_rate:g} exceeds the stable range ~2/lambda_max(Theta) = {stable:.3g}"
-        return f"lower learning_rate={learning_rate:g} (2/lambda_max(Theta) = {stable:.3g} at initialisation)"
-
-
-# Largest N k for which a divergence message computes the eigenvalues of the full NTK.
-_CHEAP_EIGVALS = 2000
 
 
 def _feature_points(x, name, dtype, features):

@@ -27,6 +27,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -395,31 +396,27 @@ void empirical_ntk(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x1,
     }
 }
 
-// Loss 1/2 ||f(x) - y||^2 (docs/math/5-gram-dynamics.md, no 1/N) and its gradient with respect to the N(0, 1)
-// parameters, by the same backward pass: grad_w[m] and grad_b[m] have the shapes of the
-// weights and biases of dense layer m + 1.
+namespace detail {
+
 template <class T>
-double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
-                     const Eigen::Ref<const RowMatrix<T>>& y, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
-                     std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt = GramOptions()) {
-    mlp.validate();
+void check_gradient_shapes(const MLP<T>& mlp, const std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+                           const std::vector<Eigen::Map<Vector<T>>>& grad_b, const char* who) {
     const std::size_t layers = mlp.n_layers();
-    if (y.rows() != x.rows() || y.cols() != mlp.n_outputs())
-        throw std::invalid_argument("loss_gradient: y must be N x k");
     if (grad_w.size() != layers || grad_b.size() != layers)
-        throw std::invalid_argument("loss_gradient: one gradient per dense layer");
+        throw std::invalid_argument(std::string(who) + ": one gradient per dense layer");
     for (std::size_t m = 0; m < layers; ++m)
         if (grad_w[m].rows() != mlp.weights[m].rows() || grad_w[m].cols() != mlp.weights[m].cols() ||
             grad_b[m].size() != mlp.biases[m].size())
-            throw std::invalid_argument("loss_gradient: gradients must have the parameters' shapes");
-    const Forward<T> fw = forward(mlp, x, true, opt);
-    RowMatrix<T> delta = fw.output - y;  // d L / d z^{L+1}
-    const double loss = 0.5 * double(delta.template cast<double>().squaredNorm());
-    if (!std::isfinite(loss)) {
-        char text[48];
-        std::snprintf(text, sizeof text, " with max |y| = %.3g", detail::max_abs<T>(y));
-        detail::throw_overflow(std::string("the loss 1/2 ||f(x) - y||^2") + text, mlp, detail::max_abs<T>(x));
-    }
+            throw std::invalid_argument(std::string(who) + ": gradients must have the parameters' shapes");
+}
+
+// The backward pass: from delta = d(.)/d z^{L+1} (N x k), the gradient with respect to the
+// N(0, 1) parameters, sum_i delta_i . d f(x_i) / d theta; `what` names it in overflow errors.
+template <class T>
+void backward(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x, const Forward<T>& fw,
+              RowMatrix<T> delta, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+              std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt, const char* what) {
+    const std::size_t layers = mlp.n_layers();
     const Eigen::Index n = x.rows();
     const std::size_t block = std::max<std::size_t>(1, opt.tile_rows);
     const std::size_t point_blocks = (std::size_t(n) + block - 1) / block;
@@ -442,9 +439,9 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
                                gb.segment(c0, cols) = bs * d.colwise().sum().transpose();
                            });
         if (!(gw.allFinite() && gb.allFinite()))
-            detail::throw_overflow(
-                "the loss gradient of dense layer " + std::to_string(m + 1) + " of " + std::to_string(layers),
-                mlp, detail::max_abs<T>(x));
+            throw_overflow(std::string(what) + " of dense layer " + std::to_string(m + 1) + " of " +
+                               std::to_string(layers),
+                           mlp, max_abs<T>(x));
         grad_w[m] = gw;
         grad_b[m] = gb;
         if (m == 0) break;
@@ -459,7 +456,46 @@ double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
                            });
         delta.swap(below);
     }
+}
+
+}  // namespace detail
+
+// Loss 1/2 ||f(x) - y||^2 (docs/math/5-gram-dynamics.md, no 1/N) and its gradient with respect to the N(0, 1)
+// parameters, by the same backward pass: grad_w[m] and grad_b[m] have the shapes of the
+// weights and biases of dense layer m + 1.
+template <class T>
+double loss_gradient(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
+                     const Eigen::Ref<const RowMatrix<T>>& y, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+                     std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt = GramOptions()) {
+    mlp.validate();
+    if (y.rows() != x.rows() || y.cols() != mlp.n_outputs())
+        throw std::invalid_argument("loss_gradient: y must be N x k");
+    detail::check_gradient_shapes(mlp, grad_w, grad_b, "loss_gradient");
+    const Forward<T> fw = forward(mlp, x, true, opt);
+    RowMatrix<T> delta = fw.output - y;  // d L / d z^{L+1}
+    const double loss = 0.5 * double(delta.template cast<double>().squaredNorm());
+    if (!std::isfinite(loss)) {
+        char text[48];
+        std::snprintf(text, sizeof text, " with max |y| = %.3g", detail::max_abs<T>(y));
+        detail::throw_overflow(std::string("the loss 1/2 ||f(x) - y||^2") + text, mlp, detail::max_abs<T>(x));
+    }
+    detail::backward(mlp, x, fw, std::move(delta), grad_w, grad_b, opt, "the loss gradient");
     return loss;
+}
+
+// Vector-Jacobian product J^T r = sum_{i,a} r_ia d f_a(x_i) / d theta, the gradient of any
+// loss whose derivative with respect to the outputs is the N x k cotangent r; shapes as for
+// loss_gradient.
+template <class T>
+void vjp(const MLP<T>& mlp, const Eigen::Ref<const RowMatrix<T>>& x,
+         const Eigen::Ref<const RowMatrix<T>>& cotangent, std::vector<Eigen::Map<RowMatrix<T>>>& grad_w,
+         std::vector<Eigen::Map<Vector<T>>>& grad_b, const GramOptions& opt = GramOptions()) {
+    mlp.validate();
+    if (cotangent.rows() != x.rows() || cotangent.cols() != mlp.n_outputs())
+        throw std::invalid_argument("vjp: the cotangent must be N x k");
+    detail::check_gradient_shapes(mlp, grad_w, grad_b, "vjp");
+    const Forward<T> fw = forward(mlp, x, true, opt);
+    detail::backward(mlp, x, fw, RowMatrix<T>(cotangent), grad_w, grad_b, opt, "the vector-Jacobian product");
 }
 
 }  // namespace ntkcore
