@@ -694,7 +694,7 @@ private:
     void activate(const Activation& act, std::size_t P1, std::size_t P2, const detail::InputChain<T>& chain1,
                   const detail::InputChain<T>& chain2, std::size_t l, detail::InputChain<T>* record,
                   bool diag, detail::LayerWorkspace<T>& ws) const {
-        detail::visit_family<T>(act, [&](const auto& fam) {
+        visit_family<T>(act, [&](const auto& fam) {
             using Fam = std::decay_t<decltype(fam)>;
             constexpr bool series = detail::is_tabulated<Fam>::value;
             const std::size_t step = diag ? 1 : P1 + 1;  // between diagonal entries of the state
