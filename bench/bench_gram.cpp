@@ -144,7 +144,7 @@ void run(const Options& o) {
                 const ntkcore::DenseStep<T> dense{T(1), T(0.01), T(1), T(1), T(0.01)};
                 volatile T sink = 0;
                 const double t_roof = best_seconds(o.repeats, [&] {
-                    ntkcore::detail::visit_family<T>(net.activation, [&](const auto& act) {
+                    ntkcore::visit_family<T>(net.activation, [&](const auto& act) {
 #pragma omp parallel num_threads(o.threads)
                         {
                             std::vector<T> c(tile * tile), d(tile * tile), th(tile * tile);

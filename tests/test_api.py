@@ -52,6 +52,22 @@ def test_activation_names(name, expected):
     assert ntkcore.FullyConnected(1, name).activation == expected
 
 
+def test_each_activation_class_carries_its_names_and_a_family_of_the_core():
+    from ntkcore._native import core
+
+    classes = [cls for cls in act._concrete(act.Activation)]
+    names = [name for cls in classes for name in cls.names]
+    assert len(names) == len(set(names)), "a name must map to one class"
+    for cls in classes:
+        for name in cls.names:
+            assert type(act.get(name)) is cls
+    families = core.activation_families()
+    assert {cls.family for cls in classes} == set(families)
+    # docs/math: exact hyperparameter gradients exist for these families only (hyper_gradients.hpp)
+    exact = {name for name, info in families.items() if info["hyper_gradients"]}
+    assert exact == {"ab_relu", "sign", "erf", "sin", "rectified_monomial"}
+
+
 def test_unknown_activation_suggests_a_name():
     with pytest.raises(ValueError, match="Did you mean 'Relu'"):
         ntkcore.FullyConnected(2, "rellu")

@@ -108,6 +108,38 @@ def test_dense_lists_equal_the_fully_connected_core():
         np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-14)
 
 
+@pytest.mark.parametrize("activation", ["relu", Erf(a=1.5, b=0.7, c=0.1), Sin(c=0.3), "sign"])
+def test_fully_connected_is_its_layer_list_on_the_scalar_engine(activation):
+    """FullyConnected.layers is Dense, phi, ..., Dense; serial of it runs on the fused scalar
+    engine, so the numbers are the same bit for bit (the general engine differs by rounding)."""
+    fc = ntkcore.FullyConnected(3, activation, W_std=[1.3, 0.9, 1.1, 1.2], b_std=[0.2, 0.0, 0.4, 0.1])
+    layers = fc.layers
+    assert layers[0] == L.Dense(1.3, 0.2) and layers[-1] == L.Dense(1.2, 0.1) and len(layers) == 7
+    assert layers[1] == layers[3] == layers[5] == fc.activation
+    assert fc.as_serial() == ntkcore.serial(*layers)
+    x = RNG.standard_normal((70, 6))
+    for a, b in ((x, None), (x[:30], x[30:])):
+        for dtype in (np.float64, np.float32):
+            want, got = fc.kernels(a, b, dtype=dtype), fc.as_serial().kernels(a, b, dtype=dtype)
+            np.testing.assert_array_equal(got.nngp, want.nngp)
+            np.testing.assert_array_equal(got.ntk, want.ntk)
+
+
+def test_dense_chains_with_per_layer_activations_take_the_general_engine():
+    x = RNG.standard_normal((8, 5))
+    net = ntkcore.serial(L.Dense(1.2, 0.1), "relu", L.Dense(0.9, 0.3), Erf(), L.Dense(1.1, 0.2))
+    got, want = net.kernels(x), reference.layer_kernels(net.layers, x)
+    assert _natural_error(got.ntk, want.ntk) <= 1e-12 and _natural_error(got.nngp, want.nngp) <= 1e-12
+
+
+def test_standard_parameterization_has_no_layer_list():
+    fc = ntkcore.FullyConnected(2, "relu", parameterization="standard", widths=8)
+    with pytest.raises(ValueError, match="NTK parameterization"):
+        _ = fc.layers
+    with pytest.raises(ValueError, match="NTK parameterization"):
+        fc.as_serial()
+
+
 def test_one_position_conv_network_equals_the_fully_connected_network():
     x = RNG.standard_normal((7, 5))
     fc = ntkcore.FullyConnected(2, "relu", W_std=[1.3, 1.3, 0.8], b_std=[0.2, 0.2, 0.1])

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -12,6 +13,7 @@
 
 #include "bindings.hpp"
 #include "instances.hpp"
+#include "ntkcore/activation_families.hpp"
 #include "ntkcore/elementwise.hpp"
 
 namespace py = pybind11;
@@ -88,20 +90,7 @@ ntkcore::Activation to_activation(const py::tuple& spec) {
         act.numerical = to_numerical(spec[1].cast<py::tuple>());
         return act;
     }
-    if (family == "ab_relu")
-        act.family = ntkcore::Family::ab_relu;
-    else if (family == "sign")
-        act.family = ntkcore::Family::sign;
-    else if (family == "erf")
-        act.family = ntkcore::Family::erf;
-    else if (family == "sin")
-        act.family = ntkcore::Family::sin;
-    else if (family == "gelu")
-        act.family = ntkcore::Family::gelu;
-    else if (family == "rectified_monomial")
-        act.family = ntkcore::Family::rectified_monomial;
-    else
-        throw std::invalid_argument("unknown activation family '" + family + "'");
+    act.family = ntkcore::family_from_name(family);
     const auto params = spec[1].cast<std::vector<double>>();
     if (params.size() != 3) throw std::invalid_argument("activation needs 3 parameters");
     act.a = params[0];
@@ -204,4 +193,13 @@ void bind_kernels(py::module_& m) {
                                   py::array_t<double>(py::ssize_t(degree), rule.weights.data()));
         },
         py::arg("degree"));
+    m.def("activation_families", [] {
+        py::dict families;
+        ntkcore::for_each_family<double>([&](auto tag) {
+            using Fam = typename decltype(tag)::type;
+            families[Fam::name] =
+                py::dict(py::arg("hyper_gradients") = !std::is_void_v<typename Fam::Tangent>);
+        });
+        return families;
+    });
 }

@@ -27,6 +27,7 @@ _LayerSpec = list[tuple]
 _GridSpec = tuple[int, int, bool]
 
 def best_isa() -> str: ...
+def activation_families() -> dict[str, dict[str, bool]]: ...
 def gram(
     network: _KernelNetworkSpec,
     x1: _FloatArray,

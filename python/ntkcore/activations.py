@@ -93,6 +93,8 @@ class Activation:
     """
 
     family: ClassVar[str]
+    # Names that :func:`get` maps to this class (lower case, without "_" and "-").
+    names: ClassVar[tuple[str, ...]] = ()
 
     @property
     def core_params(self) -> tuple[float, float, float]:
@@ -107,6 +109,7 @@ class ABRelu(Activation):
     a: float = 0.0
     b: float = 1.0
     family: ClassVar[str] = "ab_relu"
+    names: ClassVar[tuple[str, ...]] = ("abrelu",)
 
     def __post_init__(self):
         _finite_fields(self, ("a", "b"))
@@ -121,6 +124,7 @@ class Relu(Activation):
     """``phi(x) = max(x, 0)``."""
 
     family: ClassVar[str] = "ab_relu"
+    names: ClassVar[tuple[str, ...]] = ("relu",)
 
     @property
     def core_params(self):
@@ -133,6 +137,7 @@ class LeakyRelu(Activation):
 
     alpha: float = 0.01
     family: ClassVar[str] = "ab_relu"
+    names: ClassVar[tuple[str, ...]] = ("leakyrelu",)
 
     def __post_init__(self):
         _finite_fields(self, ("alpha",))
@@ -147,6 +152,7 @@ class Abs(Activation):
     """``phi(x) = |x|``."""
 
     family: ClassVar[str] = "ab_relu"
+    names: ClassVar[tuple[str, ...]] = ("abs",)
 
     @property
     def core_params(self):
@@ -158,6 +164,7 @@ class Identity(Activation):
     """``phi(x) = x`` (the network is then linear)."""
 
     family: ClassVar[str] = "ab_relu"
+    names: ClassVar[tuple[str, ...]] = ("identity", "linear")
 
     @property
     def core_params(self):
@@ -169,6 +176,7 @@ class Sign(Activation):
     """``phi(x) = sign(x)`` (``sign(0) = 0``); its derivative is zero almost everywhere."""
 
     family: ClassVar[str] = "sign"
+    names: ClassVar[tuple[str, ...]] = ("sign",)
 
     @property
     def core_params(self):
@@ -183,6 +191,7 @@ class Erf(Activation):
     b: float = 1.0
     c: float = 0.0
     family: ClassVar[str] = "erf"
+    names: ClassVar[tuple[str, ...]] = ("erf",)
 
     def __post_init__(self):
         _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
@@ -197,6 +206,7 @@ class SigmoidLike(Activation):
     """``0.5 * erf(x / 2.40206) + 0.5``: neural-tangents' erf approximation of the logistic."""
 
     family: ClassVar[str] = "erf"
+    names: ClassVar[tuple[str, ...]] = ("sigmoidlike",)
 
     @property
     def core_params(self):
@@ -216,6 +226,7 @@ class Sin(Activation):
     b: float = 1.0
     c: float = 0.0
     family: ClassVar[str] = "sin"
+    names: ClassVar[tuple[str, ...]] = ("sin",)
 
     def __post_init__(self):
         _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
@@ -236,6 +247,7 @@ class Cos(Activation):
     b: float = 1.0
     c: float = 0.0
     family: ClassVar[str] = "sin"
+    names: ClassVar[tuple[str, ...]] = ("cos",)
 
     def __post_init__(self):
         _finite_fields(self, ("a", "b", "c"), gain=("a", "b"))
@@ -255,6 +267,7 @@ class Gelu(Activation):
     """
 
     family: ClassVar[str] = "gelu"
+    names: ClassVar[tuple[str, ...]] = ("gelu",)
 
     @property
     def core_params(self):
@@ -279,6 +292,7 @@ class RectifiedMonomial(Activation):
 
     n: int = 1
     family: ClassVar[str] = "rectified_monomial"
+    names: ClassVar[tuple[str, ...]] = ("rectifiedmonomial",)
 
     def __post_init__(self):
         n = self.n
@@ -390,21 +404,15 @@ class Numerical(Activation):
         return (self.fn, self.dfn, self.deg or 0)
 
 
-_BY_NAME: dict[str, type[Activation]] = {
-    "relu": Relu,
-    "leakyrelu": LeakyRelu,
-    "abrelu": ABRelu,
-    "abs": Abs,
-    "identity": Identity,
-    "linear": Identity,
-    "sign": Sign,
-    "erf": Erf,
-    "sigmoidlike": SigmoidLike,
-    "sin": Sin,
-    "cos": Cos,
-    "gelu": Gelu,
-    "rectifiedmonomial": RectifiedMonomial,
-}
+def _concrete(cls: type[Activation]):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _concrete(sub)
+
+
+# The one name table: each class lists its own names (a new closed form is one class here
+# and one family in the core, cpp/include/ntkcore/activation_families.hpp).
+_BY_NAME: dict[str, type[Activation]] = {name: cls for cls in _concrete(Activation) for name in cls.names}
 
 
 def get(activation: str | Activation) -> Activation:

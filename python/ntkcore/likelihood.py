@@ -31,8 +31,8 @@ from .network import FullyConnected
 
 __all__ = ["HyperparameterFit", "fit_hyperparameters", "hyper_gradients", "log_marginal_likelihood"]
 
-# Activation families with exact derivatives in the core.
-_DIFFERENTIABLE = ("ab_relu", "sign", "erf", "sin", "rectified_monomial")
+# Activation families with exact derivatives in the core (each family's own Tangent there).
+_DIFFERENTIABLE = tuple(name for name, info in _core.activation_families().items() if info["hyper_gradients"])
 _NAMES = ("W_std", "b_std", "noise")
 
 

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Union, cast
 import numpy as np
 
 from . import activations as _activations
+from . import layers as _layers
 from ._native import core as _core
 from ._validation import as_points, check_n_threads, explain_memory_error, integers, real, resolve_dtype
 
@@ -135,6 +136,29 @@ class FullyConnected:
             + ("" if self.widths is None else f", widths={self.widths!r}")
             + ")"
         )
+
+    @property
+    def layers(self) -> tuple:
+        """The equivalent layer list: ``(Dense, activation, Dense, ..., activation, Dense)``.
+
+        ``depth + 1`` :class:`ntkcore.layers.Dense` layers with this network's ``W_std`` and
+        ``b_std``, the activation between each two; ``ntkcore.serial(*net.layers)`` has the same
+        kernels on (N, d) inputs (the layer-list core runs such chains on this network's fused
+        engine).  NTK parameterization only: ValueError for ``"standard"``.
+        """
+        if self.parameterization != "ntk":
+            raise ValueError("layer lists use the NTK parameterization; this network is 'standard'")
+        w_std, b_std = self._scales()
+        out: list[object] = [_layers.Dense(W_std=w_std[0], b_std=b_std[0])]
+        for w, b in zip(w_std[1:], b_std[1:]):
+            out += [self.activation, _layers.Dense(W_std=w, b_std=b)]
+        return tuple(out)
+
+    def as_serial(self):
+        """``ntkcore.serial(*self.layers)``: this network as a layer list (see :attr:`layers`)."""
+        from .serial import serial
+
+        return serial(*self.layers)
 
     def _core_network(self):
         act = self.activation

@@ -694,7 +694,7 @@ private:
     void activate(const Activation& act, std::size_t P1, std::size_t P2, const detail::InputChain<T>& chain1,
                   const detail::InputChain<T>& chain2, std::size_t l, detail::InputChain<T>* record,
                   bool diag, detail::LayerWorkspace<T>& ws) const {
-        detail::visit_family<T>(act, [&](const auto& fam) {
+        visit_family<T>(act, [&](const auto& fam) {
             using Fam = std::decay_t<decltype(fam)>;
             constexpr bool series = detail::is_tabulated<Fam>::value;
             const std::size_t step = diag ? 1 : P1 + 1;  // between diagonal entries of the state
@@ -784,10 +784,19 @@ private:
 
 // K and Theta of a layer network into nngp and ntk (N1 x N2): each input's chain once, then
 // every pair (one triangle when x2 is null), threaded over pairs, interruptible between them.
+// A dense chain on vectors (fully_connected_chain) runs on the fused scalar engine of gram.hpp.
 template <class T>
 void layer_gram(const std::vector<Layer>& layers, const Eigen::Ref<const RowMatrix<T>>& x1, Grid g1,
                 const Eigen::Ref<const RowMatrix<T>>* x2, Grid g2, std::size_t channels,
                 Eigen::Ref<RowMatrix<T>> nngp, Eigen::Ref<RowMatrix<T>> ntk, const GramOptions& opt) {
+    const auto chain = fully_connected_chain(layers, g1);
+    const bool vectors =
+        !g2.spatial && std::size_t(x1.cols()) == channels && (!x2 || std::size_t(x2->cols()) == channels);
+    if (chain && vectors) {
+        validate_layers(layers);
+        gram<T>(*chain, x1, x2, nngp, ntk, opt);
+        return;
+    }
     LayerKernels<T> kernels(layers, x1, g1, x2, g2, channels);
     kernels.prepare(opt.n_threads, opt.should_stop);
     const std::size_t n1 = kernels.rows(), n2 = kernels.cols();

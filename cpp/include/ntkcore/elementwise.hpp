@@ -119,6 +119,16 @@ T builtin_dphi(Builtin f, T x) {
     return T(0);
 }
 
+// phi(z) = a f(b z + shift) + offset in place for n values, and phi' into dphi unless it is null.
+template <class T>
+void scaled_builtin(Builtin f, T a, T b, T shift, T offset, std::size_t n, T* z, T* dphi) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const T u = b * z[i] + shift;
+        if (dphi) dphi[i] = a * b * builtin_dphi(f, u);
+        z[i] = a * builtin_phi(f, u) + offset;
+    }
+}
+
 // The numerical activation of a built-in: phi and phi' in the core, safe on any thread.
 inline NumericalFunction builtin_numerical(Builtin f, std::size_t degree) {
     NumericalFunction fn;

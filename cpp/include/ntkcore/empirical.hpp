@@ -36,79 +36,26 @@
 #include <omp.h>
 #endif
 
+#include "activation_families.hpp"
 #include "elementwise.hpp"
 #include "gram.hpp"
 #include "network.hpp"
 
 namespace ntkcore {
 
-// phi and phi' of the closed-form families (network.hpp), pointwise.  phi' at the kink of
-// the piecewise-linear family is the right derivative b; sign and the step (rectified
-// monomial of order 0) have phi' = 0.
+// phi and phi' of an activation, pointwise (each family's `pointwise`, activation_families.hpp).
+// phi' at the kink of the piecewise-linear family is the right derivative b; sign and the
+// step (rectified monomial of order 0) have phi' = 0.
 template <class T>
 struct Pointwise {
-    Family family;
-    T a, b, c;
-    const NumericalFunction* numerical;
+    Activation activation;
 
-    explicit Pointwise(const Activation& act)
-        : family(act.family), a(T(act.a)), b(T(act.b)), c(T(act.c)), numerical(act.numerical.get()) {}
+    explicit Pointwise(const Activation& act) : activation(act) {}
 
     // h <- phi(z) and, when dphi is not null, dphi <- phi'(z), for n values.
     void apply(std::size_t n, T* z, T* dphi) const {
-        switch (family) {
-            case Family::ab_relu:
-                if (dphi)
-                    for (std::size_t i = 0; i < n; ++i) dphi[i] = z[i] < T(0) ? a : b;
-                for (std::size_t i = 0; i < n; ++i) z[i] = z[i] < T(0) ? a * z[i] : b * z[i];
-                break;
-            case Family::sign:
-                if (dphi) std::fill(dphi, dphi + n, T(0));
-                for (std::size_t i = 0; i < n; ++i) z[i] = z[i] > T(0) ? T(1) : (z[i] < T(0) ? T(-1) : T(0));
-                break;
-            case Family::erf:  // a erf(b z) + c
-                for (std::size_t i = 0; i < n; ++i) {
-                    const T u = b * z[i];
-                    if (dphi) dphi[i] = a * b * builtin_dphi(Builtin::erf, u);
-                    z[i] = a * builtin_phi(Builtin::erf, u) + c;
-                }
-                break;
-            case Family::sin:  // a sin(b z + c)
-                for (std::size_t i = 0; i < n; ++i) {
-                    const T u = b * z[i] + c;
-                    if (dphi) dphi[i] = a * b * builtin_dphi(Builtin::sin, u);
-                    z[i] = a * builtin_phi(Builtin::sin, u);
-                }
-                break;
-            case Family::gelu:
-                for (std::size_t i = 0; i < n; ++i) {
-                    if (dphi) dphi[i] = builtin_dphi(Builtin::gelu, z[i]);
-                    z[i] = builtin_phi(Builtin::gelu, z[i]);
-                }
-                break;
-            case Family::rectified_monomial: {
-                const int order = int(a);
-                for (std::size_t i = 0; i < n; ++i) {
-                    const T x = z[i] > T(0) ? z[i] : T(0);
-                    const T lower = order >= 1 ? int_power(x, order - 1) : T(0);
-                    if (dphi) dphi[i] = z[i] > T(0) ? T(order) * lower : T(0);
-                    z[i] = order == 0 ? (z[i] > T(0) ? T(1) : T(0)) : lower * x;
-                }
-                break;
-            }
-            case Family::numerical: {  // built-ins only (MLP::validate), in double
-                thread_local std::vector<double> in, out;
-                in.assign(z, z + n);
-                out.resize(n);
-                if (dphi) {
-                    numerical->dphi(in.data(), n, out.data());
-                    std::copy(out.begin(), out.end(), dphi);
-                }
-                numerical->phi(in.data(), n, out.data());
-                std::copy(out.begin(), out.end(), z);
-                break;
-            }
-        }
+        visit_family_type<T>(activation.family,
+                             [&](auto tag) { decltype(tag)::type::pointwise(activation, n, z, dphi); });
     }
 };
 

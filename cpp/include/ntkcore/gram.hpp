@@ -114,7 +114,7 @@ void diagonal(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x, Eigen
     const detail::InputPoints<T> points(x);
     PointStates<T> states;
     StopSignal stop(should_stop);
-    detail::visit_family<T>(net.activation, [&](const auto& act) {
+    visit_family<T>(net.activation, [&](const auto& act) {
         run_recursion<T>(net, act, {&points.variance}, {&states}, double(x.cols()), stop);
     });
     for (Eigen::Index i = 0; i < x.rows(); ++i) {

@@ -142,8 +142,26 @@ struct HermiteSeries {
     static constexpr std::size_t max_auto_degree = 2048;
     static constexpr double tail_target = 1e-7;
 
+    static constexpr Family id = Family::numerical;
+    static constexpr const char* name = "numerical";  // in network specs and messages
+    using Tangent = void;                             // no exact hyperparameter gradients
+
     const NumericalFunction* fn;
     mutable bool warned = false;  // a fixed degree's warning names the first layer only
+
+    // phi in place for n values, and phi' into dphi unless it is null, through the function's
+    // own batches in double (finite networks take only built-ins, whose phi' is in the core).
+    static void pointwise(const Activation& act, std::size_t n, T* z, T* dphi) {
+        thread_local std::vector<double> in, out;
+        in.assign(z, z + n);
+        out.resize(n);
+        if (dphi) {
+            act.numerical->dphi(in.data(), n, out.data());
+            std::copy(out.begin(), out.end(), dphi);
+        }
+        act.numerical->phi(in.data(), n, out.data());
+        std::copy(out.begin(), out.end(), z);
+    }
 
     explicit HermiteSeries(const Activation& act) : fn(act.numerical.get()) {
         if (!fn || !fn->phi) throw std::invalid_argument("numerical activation: phi is missing");

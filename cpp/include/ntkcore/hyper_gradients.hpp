@@ -32,12 +32,15 @@
 #include <functional>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <Eigen/Core>
 
+#include "activation_families.hpp"
 #include "dual_maps.hpp"
+#include "dual_tangents.hpp"
 #include "input_layer.hpp"
 #include "gram.hpp"
 #include "kernel_tiles.hpp"
@@ -47,201 +50,21 @@
 
 namespace ntkcore {
 
-// Derivatives of one pair's (or one point's) state with respect to (log sigma_w, log sigma_b).
-struct Tangent {
-    double w = 0.0, b = 0.0;
-};
-
-// T, Tdot of one pair and their derivatives along the tangents (dq1, dq2, dc) of its state.
-struct DualTangent {
-    double t, tdot;
-    Tangent dt, dtdot;
-};
-
-// One point's true variance q after a dense layer, 1 / q (0 for q = 0) and its tangent.
-struct PointTangent {
-    double q = 0.0, iq = 0.0;
-    Tangent dq;
-};
-
 namespace detail {
 
-// The angle theta_a in [0, pi] of a pair and its derivative along a tangent; zero-variance
-// points count as orthogonal (theta_a = pi/2), as in the value path.  Collinear pairs (s = 0)
-// stay collinear: there the angle's derivative vanishes.  Branch-free, for the simd loops.
-struct AngleTangent {
-    double angle, s;
-    Tangent dangle;
-
-    AngleTangent(const PointTangent& p1, const PointTangent& p2, double c, double d, const Tangent& dc) {
-        s = std::sqrt(d > 0.0 ? d : 0.0);
-        const bool valid = p1.q > 0.0 && p2.q > 0.0;
-        const double acute = atan2_nonneg(s, c >= 0.0 ? c : -c);
-        angle = valid ? (c >= 0.0 ? acute : Constants<double>::pi - acute) : Constants<double>::half_pi;
-        const double is = valid && s > 0.0 ? 1.0 / s : 0.0;
-        dangle.w = -(dc.w - 0.5 * c * (p1.dq.w * p1.iq + p2.dq.w * p2.iq)) * is;
-        dangle.b = -(dc.b - 0.5 * c * (p1.dq.b * p1.iq + p2.dq.b * p2.iq)) * is;
-    }
-};
-
-// A function's derivative along the tangents from its partials (t_q1, t_q2, t_c).
-inline Tangent along(double t_q1, double t_q2, double t_c, const PointTangent& p1, const PointTangent& p2,
-                     const Tangent& dc) {
-    return {t_q1 * p1.dq.w + t_q2 * p2.dq.w + t_c * dc.w, t_q1 * p1.dq.b + t_q2 * p2.dq.b + t_c * dc.b};
-}
-
-}  // namespace detail
-
-struct ABReluTangent {
-    double m, f;
-    explicit ABReluTangent(const Activation& act)
-        : m(0.5 * (act.a * act.a + act.b * act.b)),
-          f((act.a - act.b) * (act.a - act.b) / (2.0 * Constants<double>::pi)) {}
-
-    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
-                           const Tangent& dc) const {
-        const detail::AngleTangent g(p1, p2, c, d, dc);
-        DualTangent out;
-        out.t = m * c + f * (g.s - g.angle * c);
-        out.tdot = m - f * g.angle;
-        out.dt = detail::along(0.5 * f * g.s * p1.iq, 0.5 * f * g.s * p2.iq, out.tdot, p1, p2, dc);
-        out.dtdot = {-f * g.dangle.w, -f * g.dangle.b};
-        return out;
-    }
-};
-
-struct SignTangent {
-    explicit SignTangent(const Activation&) {}
-
-    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
-                           const Tangent& dc) const {
-        const detail::AngleTangent g(p1, p2, c, d, dc);
-        const double k = 2.0 / Constants<double>::pi, valid = p1.q > 0.0 && p2.q > 0.0 ? 1.0 : 0.0;
-        DualTangent out{};
-        out.t = valid * (1.0 - k * g.angle);
-        out.dt = {-k * g.dangle.w, -k * g.dangle.b};
-        return out;
-    }
-};
-
-struct ErfTangent {
-    double alpha, b2, gamma, tdot_scale;
-    explicit ErfTangent(const Activation& act)
-        : alpha(2.0 * act.a * act.a / Constants<double>::pi), b2(act.b * act.b), gamma(act.c * act.c),
-          tdot_scale(4.0 * act.a * act.a * act.b * act.b / Constants<double>::pi) {}
-
-    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
-                           const Tangent& dc) const {
-        const double x1 = b2 * p1.q, x2 = b2 * p2.q, y = b2 * c;
-        const double den2 = 1.0 + 2.0 * (x1 + x2) + 4.0 * b2 * b2 * (d > 0.0 ? d : 0.0);
-        const double den = std::sqrt(den2);
-        const double angle = atan2_nonneg(2.0 * (y >= 0.0 ? y : -y), den);
-        DualTangent out;
-        out.t = alpha * (y >= 0.0 ? angle : -angle) + gamma;
-        out.tdot = tdot_scale / den;
-        const double u = out.tdot / den2;
-        out.dt = detail::along(-out.tdot * y / (1.0 + 2.0 * x1), -out.tdot * y / (1.0 + 2.0 * x2), out.tdot,
-                               p1, p2, dc);
-        out.dtdot = detail::along(-b2 * (1.0 + 2.0 * x2) * u, -b2 * (1.0 + 2.0 * x1) * u, 4.0 * b2 * y * u,
-                                  p1, p2, dc);
-        return out;
-    }
-};
-
-struct SinTangent {
-    double a2, b2, sin2, cos2;
-    explicit SinTangent(const Activation& act)
-        : a2(act.a * act.a), b2(act.b * act.b), sin2(std::sin(act.c) * std::sin(act.c)),
-          cos2(std::cos(act.c) * std::cos(act.c)) {}
-
-    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double,
-                           const Tangent& dc) const {
-        const double y = b2 * c, m = 0.5 * b2 * (p1.q + p2.q);
-        const double up = std::exp(y - m), down = std::exp(-y - m);
-        DualTangent out;
-        out.t = a2 * (0.5 * (up - down) + sin2 * down);
-        out.tdot = a2 * b2 * (0.5 * (up - down) + cos2 * down);
-        const double t_q = -0.5 * b2 * out.t, s_q = -0.5 * b2 * out.tdot;
-        out.dt = detail::along(t_q, t_q, out.tdot, p1, p2, dc);
-        out.dtdot = detail::along(s_q, s_q, a2 * b2 * b2 * (0.5 * (up + down) - cos2 * down), p1, p2, dc);
-        return out;
-    }
-};
-
-// max(x, 0)^n: T = R^n J_n(theta_a) / (2 pi), Tdot = n^2 R^(n-1) J_(n-1) / (2 pi) (dual_maps.hpp).
-// Per side T is homogeneous of degree n in the input's scale and Tdot of degree n - 1, so
-// 2 q1 T_q1 + c Tdot = n T and 2 q1 Tdot_q1 + c Tdot_c = (n - 1) Tdot, with Price's
-// Tdot_c = n^2 (n - 1)^2 R^(n-2) J_(n-2) / (2 pi) for n >= 2.  n = 1 is ReLU, n = 0 the step
-// T = (pi - theta_a) / (2 pi) (0 for a zero-variance point), both through the angle.
-struct RectifiedMonomialTangent {
-    int n;
-    ABReluTangent relu;
-    explicit RectifiedMonomialTangent(const Activation& act) : n(int(act.a)), relu(relu_activation()) {}
-
-    static Activation relu_activation() {
-        Activation a;
-        a.a = 0.0;
-        a.b = 1.0;
-        return a;
-    }
-
-    DualTangent operator()(const PointTangent& p1, const PointTangent& p2, double c, double d,
-                           const Tangent& dc) const {
-        if (n == 1) return relu(p1, p2, c, d, dc);
-        const detail::AngleTangent g(p1, p2, c, d, dc);
-        const double two_pi = 2.0 * Constants<double>::pi;
-        DualTangent out{};
-        if (n == 0) {
-            const double valid = (p1.q > 0.0) & (p2.q > 0.0) ? 1.0 : 0.0;
-            out.t = valid * (Constants<double>::pi - g.angle) / two_pi;
-            out.dt = {-g.dangle.w / two_pi, -g.dangle.b / two_pi};
-            return out;
-        }
-        const double r = std::sqrt(p1.q * p2.q), cos_a = std::cos(g.angle), sin2 = 1.0 - cos_a * cos_a;
-        double j_lower = Constants<double>::pi - g.angle, j = std::sin(g.angle) + j_lower * cos_a,
-               j_lower2 = 0.0;
-        for (int k = 2; k <= n; ++k) {
-            const double next = double(2 * k - 1) * cos_a * j + double((k - 1) * (k - 1)) * sin2 * j_lower;
-            j_lower2 = j_lower;
-            j_lower = j;
-            j = next;
-        }
-        const double nn = double(n * n);
-        out.t = int_power(r, n) * j / two_pi;
-        out.tdot = nn * int_power(r, n - 1) * j_lower / two_pi;
-        const double s_c = nn * double((n - 1) * (n - 1)) * int_power(r, n - 2) * j_lower2 / two_pi;
-        const double t_q = 0.5 * (n * out.t - c * out.tdot), s_q = 0.5 * ((n - 1) * out.tdot - c * s_c);
-        out.dt = detail::along(t_q * p1.iq, t_q * p2.iq, out.tdot, p1, p2, dc);
-        out.dtdot = detail::along(s_q * p1.iq, s_q * p2.iq, s_c, p1, p2, dc);
-        return out;
-    }
-};
-
-namespace detail {
-
+// body(Fam(act), Fam::Tangent(act)) for the family of `act`: its dual maps and their
+// derivative maps; std::domain_error for a family without them.
 template <class F>
 void visit_tangent(const Activation& act, F&& body) {
-    switch (act.family) {
-        case Family::ab_relu:
-            body(ABRelu<double>(act), ABReluTangent(act));
-            break;
-        case Family::sign:
-            body(Sign<double>(act), SignTangent(act));
-            break;
-        case Family::erf:
-            body(Erf<double>(act), ErfTangent(act));
-            break;
-        case Family::sin:
-            body(Sin<double>(act), SinTangent(act));
-            break;
-        case Family::rectified_monomial:
-            body(RectifiedMonomial<double>(act), RectifiedMonomialTangent(act));
-            break;
-        default:
+    visit_family_type<double>(act.family, [&](auto tag) {
+        using Fam = typename decltype(tag)::type;
+        if constexpr (std::is_void_v<typename Fam::Tangent>)
             throw std::domain_error(
                 "exact hyperparameter gradients exist for the ReLU family, sign, erf, sin/cos and rectified "
                 "monomials only");
-    }
+        else
+            body(Fam(act), typename Fam::Tangent(act));
+    });
 }
 
 // One dense layer after an activation, on a state (c, theta) with tangents (dc, dtheta).

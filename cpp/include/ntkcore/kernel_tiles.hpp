@@ -13,8 +13,8 @@
 
 #include <Eigen/Core>
 
+#include "activation_families.hpp"
 #include "dual_maps.hpp"
-#include "hermite_series.hpp"
 #include "input_layer.hpp"
 #include "network.hpp"
 #include "parallel.hpp"
@@ -23,33 +23,6 @@
 namespace ntkcore {
 
 namespace detail {
-
-template <class T, class F>
-void visit_family(const Activation& act, F&& body) {
-    switch (act.family) {
-        case Family::ab_relu:
-            body(ABRelu<T>(act));
-            break;
-        case Family::sign:
-            body(Sign<T>(act));
-            break;
-        case Family::erf:
-            body(Erf<T>(act));
-            break;
-        case Family::sin:
-            body(Sin<T>(act));
-            break;
-        case Family::gelu:
-            body(Gelu<T>(act));
-            break;
-        case Family::rectified_monomial:
-            body(RectifiedMonomial<T>(act));
-            break;
-        case Family::numerical:
-            body(HermiteSeries<T>(act));
-            break;
-    }
-}
 
 template <class T>
 LayerInputs<T> layer_inputs(const PointStates<T>& s1, const PointStates<T>& s2, std::size_t l, std::size_t i0,
@@ -113,7 +86,7 @@ public:
             throw std::invalid_argument("kernel tiles: x1 and x2 need the same number of columns");
         if (x1.rows() == 0 || x1.cols() == 0 || (x2 && x2->rows() == 0))
             throw std::invalid_argument("kernel tiles: empty input");
-        detail::visit_family<T>(net_.activation, [&](const auto& act) {
+        visit_family<T>(net_.activation, [&](const auto& act) {
             const double dim = double(x1.cols());
             StopSignal stop(should_stop);
             rec_ = p2_ ? run_recursion<T>(net_, act, {&p1_.variance, &p2_->variance}, {&s1_, &s2_}, dim, stop)
@@ -147,7 +120,7 @@ public:
                           p2.x.middleRows(Eigen::Index(j0), Eigen::Index(n_cols)).transpose();
         detail::input_layer(p1_, p2, Eigen::Index(i0), Eigen::Index(j0), n_rows, n_cols, ws.dots.data(), rec_,
                             ws.c.data(), ws.d.data(), ws.theta.data());
-        detail::visit_family<T>(net_.activation, [&](const auto& act) {
+        visit_family<T>(net_.activation, [&](const auto& act) {
             for (std::size_t l = 0; l < net_.depth(); ++l) {
                 if (stop && l % 16 == 15) stop->check();
                 act.pairs(n_rows, n_cols, detail::layer_inputs(s1_, states(true), l, i0, j0, rec_),

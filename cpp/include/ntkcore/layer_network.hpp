@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -116,6 +117,32 @@ inline std::vector<Grid> layer_grids(const std::vector<Layer>& layers, Grid inpu
         throw std::invalid_argument(
             "layer network: must end in a readout (GlobalAvgPool or Flatten) for spatial inputs");
     return grids;
+}
+
+// A plain dense chain on vectors, Dense -> phi -> Dense -> ... -> phi -> Dense with one
+// closed-form activation throughout, as the fully-connected network (network.hpp) it is: its
+// per-pair state is a scalar, so gram.hpp's fused tiles compute it.  nullopt for any other
+// list (spatial inputs, other layers, per-layer or Gauss-Hermite activations), which the
+// general engine (conv_kernels.hpp) computes.
+inline std::optional<Network> fully_connected_chain(const std::vector<Layer>& layers, Grid input) {
+    if (input.spatial || layers.size() % 2 == 0) return std::nullopt;
+    Network net;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+        const Layer& layer = layers[l];
+        if (layer.kind != (l % 2 == 0 ? LayerKind::dense : LayerKind::activation)) return std::nullopt;
+        if (l % 2 == 0) {
+            net.w_var.push_back(layer.w_var);
+            net.b_var.push_back(layer.b_var);
+            continue;
+        }
+        const Activation& act = layer.activation;
+        if (act.family == Family::numerical) return std::nullopt;
+        if (l == 1) net.activation = act;
+        const Activation& first = net.activation;
+        if (act.family != first.family || act.a != first.a || act.b != first.b || act.c != first.c)
+            return std::nullopt;
+    }
+    return net;
 }
 
 inline void validate_layers(const std::vector<Layer>& layers) {
