@@ -84,6 +84,7 @@ def mlp_loss_gradient(
     grad_b: Sequence[_FloatArray],
     n_threads: int = 0,
 ) -> float: ...
+
 # Per Dense or Conv layer of a finite layer network: (h, g, taps, P_in).
 _LayerFactors = tuple[_FloatArray, _FloatArray, npt.NDArray[np.int64], int]
 

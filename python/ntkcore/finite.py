@@ -1150,7 +1150,11 @@ class Network:
         return inputs[len(steps) - 1].reshape(a.shape[0], -1).astype(np.float64), (last.w_scale**2, last.b_scale**2)
 
     def _factors(self, a, steps, params, dtype, threads):
-        """Per weighted layer, from the top: (h, g, taps, P_in) for the core, and the scales."""
+        """Per weighted layer, from the top: (h, g, taps, P_in) for the core, and the scales.
+
+        h: (N, P_in C_in), the layer's inputs; g: (N, P_out k C_out), column (p k + a) C_out + c
+        the derivative of output a with respect to channel c of the layer's output at position p.
+        """
         _, inputs, slopes = self._forward(a, steps, params, dtype, threads, True)
         n, k = a.shape[0], self._outputs
         factors, scales = [], []
@@ -1160,7 +1164,7 @@ class Network:
             factors.append(
                 (
                     np.ascontiguousarray(h.reshape(n, -1)),
-                    np.ascontiguousarray(g.reshape(n * k, -1)),
+                    np.ascontiguousarray(g.reshape(n, k, *g.shape[1:]).transpose(0, 2, 1, 3)).reshape(n, -1),
                     step.taps,
                     step.in_positions,
                 )
