@@ -421,3 +421,24 @@ def test_monte_carlo_rejects_bad_serial_arguments():
         finite.monte_carlo_kernels(MC_NET, x, x[..., :1], width=3)
     with pytest.raises(ValueError, match="n_outputs"):
         finite.monte_carlo_kernels(finite.Network(MC_NET, 3), x, n_outputs=2)
+
+
+def test_keyboard_interrupt_stops_the_core():
+    import _thread
+    import threading
+    import time
+
+    net = ntkcore.serial(L.Conv((3, 3), padding="SAME"), "relu", L.GlobalAvgPool(), L.Dense())
+    network = finite.Network(net, 64, outputs=10)
+    x = _x((8, 8, 1), 250, 17)
+    f64 = np.dtype(np.float64)
+    a, steps = network._points(x, "x", f64)
+    factors, scales = network._factors(a, steps, network._parameters_as(None, f64), f64, 2)
+    theta = np.empty((2500, 2500))  # ~1e11 flops: seconds
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        finite._core.layer_empirical_ntk(scales, factors, None, 10, "full", theta, 2)
+    timer.join()
+    assert time.perf_counter() - start < 2.0
