@@ -1,8 +1,11 @@
-// Bindings of the finite-width MLP core (empirical.hpp): array conversion, GIL release,
-// interruption.  The Python layer validates and converts; these only check shapes.
+// Bindings of the finite-width cores (empirical.hpp: MLPs; empirical_layers.hpp: layer
+// networks): array conversion, GIL release, interruption.  The Python layer validates and converts; these
+// only check shapes.
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <pybind11/numpy.h>
@@ -45,6 +48,12 @@ ntkcore::GramOptions options(int n_threads) {
     return opt;
 }
 
+ntkcore::NtkOutput to_output(const std::string& output) {
+    if (output == "trace") return ntkcore::NtkOutput::trace;
+    if (output == "full") return ntkcore::NtkOutput::full;
+    throw std::invalid_argument("output must be 'trace' or 'full'");
+}
+
 // The outputs f(x) (layer = -1) or the post-activations h^layer (0 <= layer <= L).
 template <class T>
 Array<T> forward(const py::tuple& spec, const std::vector<Array<T>>& weights,
@@ -69,13 +78,7 @@ void ntk(const py::tuple& spec, const std::vector<Array<T>>& weights, const std:
          const Array<T>& x1, const std::optional<Array<T>>& x2, const std::string& output, Array<T>& theta,
          int n_threads) {
     const ntkcore::MLP<T> mlp = to_mlp<T>(spec, weights, biases);
-    ntkcore::NtkOutput mode;
-    if (output == "trace")
-        mode = ntkcore::NtkOutput::trace;
-    else if (output == "full")
-        mode = ntkcore::NtkOutput::full;
-    else
-        throw std::invalid_argument("output must be 'trace' or 'full'");
+    const ntkcore::NtkOutput mode = to_output(output);
     const auto a = matrix_view(x1, "x1");
     if (theta.ndim() != 2) throw std::invalid_argument("theta must be 2-D");
     Eigen::Map<ntkcore::RowMatrix<T>> t(theta.mutable_data(), theta.shape(0), theta.shape(1));
@@ -117,6 +120,65 @@ double loss_gradient(const py::tuple& spec, const std::vector<Array<T>>& weights
     return loss;
 }
 
+// An array that is already C-contiguous of dtype T (no silent copy).
+template <class T>
+Array<T> exact_array(const py::handle& value, const std::string& name) {
+    if (!Array<T>::check_(value))
+        throw std::invalid_argument(name + " must be a C-contiguous array of the computation's dtype");
+    return py::reinterpret_borrow<Array<T>>(value);
+}
+
+// One side's layers as the Python layer passes them: (h, g, taps, P_in) per Dense or Conv
+// layer; `keep` holds the arrays while the views are used.
+template <class T>
+std::vector<ntkcore::LayerFactors<T>> to_factors(const py::list& layers, const char* side,
+                                                 std::vector<py::object>& keep) {
+    std::vector<ntkcore::LayerFactors<T>> out;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+        const auto entry = layers[l].cast<py::tuple>();
+        const std::string where = std::string(side) + " layer " + std::to_string(l);
+        if (entry.size() != 4) throw std::invalid_argument(where + ": expected (h, g, taps, P_in)");
+        const Array<T> h = exact_array<T>(entry[0], where + " h"), g = exact_array<T>(entry[1], where + " g");
+        const Array<std::int64_t> taps = exact_array<std::int64_t>(entry[2], where + " taps");
+        if (h.ndim() != 2 || g.ndim() != 2 || taps.ndim() != 2)
+            throw std::invalid_argument(where + ": h, g and taps must be 2-D");
+        keep.insert(keep.end(), {h, g, taps});
+        out.push_back({{h.data(), h.shape(0), h.shape(1)},
+                       {g.data(), g.shape(0), g.shape(1)},
+                       {taps.data(), taps.shape(0), taps.shape(1)},
+                       entry[3].cast<Eigen::Index>()});
+    }
+    return out;
+}
+
+template <class T>
+void layer_ntk(const std::vector<std::pair<double, double>>& scales, const py::list& layers1,
+               const std::optional<py::list>& layers2, Eigen::Index k, const std::string& output,
+               Array<T>& theta, int n_threads) {
+    std::vector<py::object> keep;
+    std::vector<ntkcore::LayerScales> s;
+    for (const auto& [w, b] : scales) s.push_back({w, b});
+    const auto f1 = to_factors<T>(layers1, "x1", keep);
+    std::optional<std::vector<ntkcore::LayerFactors<T>>> f2;
+    if (layers2) f2 = to_factors<T>(*layers2, "x2", keep);
+    const ntkcore::NtkOutput mode = to_output(output);
+    if (theta.ndim() != 2) throw std::invalid_argument("theta must be 2-D");
+    Eigen::Map<ntkcore::RowMatrix<T>> t(theta.mutable_data(), theta.shape(0), theta.shape(1));
+    without_gil(
+        [&] { ntkcore::layer_empirical_ntk<T>(s, f1, f2 ? &*f2 : nullptr, k, mode, t, options(n_threads)); });
+}
+
+// h <- phi(h) and dphi <- phi'(h) (dphi: None to skip) for an activation spec (family, params).
+template <class T>
+void activation_values(const py::tuple& act, Array<T>& h, std::optional<Array<T>> dphi, int n_threads) {
+    const ntkcore::Activation a = to_activation(act);
+    if (dphi && dphi->size() != h.size()) throw std::invalid_argument("dphi must have h's size");
+    T* d = dphi ? dphi->mutable_data() : nullptr;
+    without_gil([&] {
+        ntkcore::pointwise_activation<T>(a, std::size_t(h.size()), h.mutable_data(), d, options(n_threads));
+    });
+}
+
 template <class T>
 void vjp(const py::tuple& spec, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases,
          const Array<T>& x, const Array<T>& cotangent, std::vector<Array<T>>& grad_w,
@@ -141,6 +203,11 @@ void define(py::module_& m) {
     m.def("mlp_vjp", &vjp<T>, py::arg("network"), py::arg("weights"), py::arg("biases"),
           py::arg("x").noconvert(), py::arg("cotangent").noconvert(), py::arg("grad_w"), py::arg("grad_b"),
           py::arg("n_threads") = 0);
+    m.def("layer_empirical_ntk", &layer_ntk<T>, py::arg("scales"), py::arg("layers1"),
+          py::arg("layers2").none(true), py::arg("k"), py::arg("output"), py::arg("theta").noconvert(),
+          py::arg("n_threads") = 0);
+    m.def("activation_values", &activation_values<T>, py::arg("activation"), py::arg("h").noconvert(),
+          py::arg("dphi").noconvert().none(true), py::arg("n_threads") = 0);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "ntkcore/conv_kernels.hpp"
 #include "ntkcore/empirical.hpp"
+#include "ntkcore/empirical_layers.hpp"
 #include "ntkcore/gram.hpp"
 #include "ntkcore/spectral.hpp"
 #include "ntkcore/symmetry.hpp"
@@ -42,7 +43,13 @@ void layer_diagonal_values(const std::vector<ntkcore::Layer>& layers,
     EXTERN template double ntkcore::loss_gradient<T>(                                                       \
         const ntkcore::MLP<T>&, const Eigen::Ref<const ntkcore::RowMatrix<T>>&,                             \
         const Eigen::Ref<const ntkcore::RowMatrix<T>>&, std::vector<Eigen::Map<ntkcore::RowMatrix<T>>>&,    \
-        std::vector<Eigen::Map<ntkcore::Vector<T>>>&, const ntkcore::GramOptions&);
+        std::vector<Eigen::Map<ntkcore::Vector<T>>>&, const ntkcore::GramOptions&);                         \
+    EXTERN template void ntkcore::layer_empirical_ntk<T>(                                                   \
+        const std::vector<ntkcore::LayerScales>&, const std::vector<ntkcore::LayerFactors<T>>&,             \
+        const std::vector<ntkcore::LayerFactors<T>>*, Eigen::Index, ntkcore::NtkOutput,                     \
+        Eigen::Ref<ntkcore::RowMatrix<T>>, const ntkcore::GramOptions&);                                    \
+    EXTERN template void ntkcore::pointwise_activation<T>(const ntkcore::Activation&, std::size_t, T*, T*,  \
+                                                          const ntkcore::GramOptions&);
 
 #define NTKCORE_SPECTRAL_INSTANCES(EXTERN, T)                                                         \
     EXTERN template ntkcore::SymmetryReport ntkcore::symmetry_report<T>(                              \

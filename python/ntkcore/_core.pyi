@@ -95,6 +95,25 @@ def mlp_vjp(
     grad_b: Sequence[_FloatArray],
     n_threads: int = 0,
 ) -> None: ...
+
+# Per Dense or Conv layer of a finite layer network: (h, g, taps, P_in).
+_LayerFactors = tuple[_FloatArray, _FloatArray, npt.NDArray[np.int64], int]
+
+def layer_empirical_ntk(
+    scales: Sequence[tuple[float, float]],
+    layers1: list[_LayerFactors],
+    layers2: list[_LayerFactors] | None,
+    k: int,
+    output: str,
+    theta: _FloatArray,
+    n_threads: int = 0,
+) -> None: ...
+def activation_values(
+    activation: tuple[str, _ActivationParams],
+    h: _FloatArray,
+    dphi: _FloatArray | None,
+    n_threads: int = 0,
+) -> None: ...
 def symmetry_report(K: _FloatArray, n_threads: int = 0) -> tuple[float, float, int, int]: ...
 
 # (values, vectors, residuals, norm_estimate, passes, converged, rounding_limited)
