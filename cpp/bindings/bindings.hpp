@@ -3,13 +3,16 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "ntkcore/gram.hpp"
 #include "ntkcore/input_layer.hpp"
 #include "ntkcore/network.hpp"
 #include "ntkcore/parallel.hpp"
@@ -29,6 +32,13 @@ ntkcore::Network to_network(const pybind11::tuple& spec);
 // Polls Python's signal handlers from the calling thread, so that Ctrl-C ends a long run
 // (GramOptions::should_stop); takes the GIL for the check.
 bool python_interrupt_pending();
+
+// A should_stop for a Gram run (GramOptions) that also reports progress: on the calling
+// thread, checks Ctrl-C and calls progress(done, total) with the counts of `counter` (at most
+// as often as should_stop is polled); an exception progress raises ends the run and
+// propagates.  Without progress: python_interrupt_pending.
+std::function<bool()> interrupt_or_report(const std::optional<pybind11::function>& progress,
+                                          const ntkcore::GramOptions::Progress& counter);
 
 template <class T>
 using Array = pybind11::array_t<T, pybind11::array::c_style>;

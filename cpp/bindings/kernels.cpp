@@ -121,11 +121,28 @@ bool python_interrupt_pending() {
     return PyErr_CheckSignals() != 0;
 }
 
+std::function<bool()> interrupt_or_report(const std::optional<py::function>& progress,
+                                          const ntkcore::GramOptions::Progress& counter) {
+    if (!progress) return python_interrupt_pending;
+    return [&progress, &counter]() {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) return true;
+        try {
+            (*progress)(counter.done.load(std::memory_order_relaxed),
+                        counter.total.load(std::memory_order_relaxed));
+        } catch (py::error_already_set& e) {
+            e.restore();
+            return true;
+        }
+        return false;
+    };
+}
+
 namespace {
 
 template <class T>
 py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Array<T>>& x2, int n_threads,
-               std::size_t tile_rows, std::size_t tile_cols) {
+               std::size_t tile_rows, std::size_t tile_cols, const std::optional<py::function>& progress) {
     const ntkcore::Network net = to_network(spec);
     const auto a = matrix_view(x1, "x1");
     const std::size_t n1 = std::size_t(x1.shape(0));
@@ -137,7 +154,9 @@ py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Ar
     opt.n_threads = n_threads;
     opt.tile_rows = tile_rows;
     opt.tile_cols = tile_cols;
-    opt.should_stop = python_interrupt_pending;
+    ntkcore::GramOptions::Progress counter;
+    opt.progress = &counter;
+    opt.should_stop = interrupt_or_report(progress, counter);
     without_gil([&] {
         if (x2) {
             const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
@@ -146,6 +165,7 @@ py::tuple gram(const py::tuple& spec, const Array<T>& x1, const std::optional<Ar
             ntkcore::gram<T>(net, a, nullptr, k, t, opt);
         }
     });
+    if (progress) (*progress)(counter.total.load(), counter.total.load());
     return py::make_tuple(nngp, ntk);
 }
 
@@ -165,7 +185,7 @@ void define(py::module_& m) {
     // converts once), and outputs are written in place, never into a temporary copy.
     m.def("gram", &gram<T>, py::arg("network"), py::arg("x1").noconvert(),
           py::arg("x2").noconvert().none(true), py::arg("n_threads") = 0, py::arg("tile_rows") = 64,
-          py::arg("tile_cols") = 64);
+          py::arg("tile_cols") = 64, py::arg("progress") = py::none());
     m.def("diagonal", &diagonal<T>, py::arg("network"), py::arg("x").noconvert(), py::arg("nngp").noconvert(),
           py::arg("ntk").noconvert());
 }

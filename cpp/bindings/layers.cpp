@@ -73,7 +73,7 @@ ntkcore::Grid to_grid(const py::tuple& grid) {
 template <class T>
 py::tuple layer_gram(const py::list& spec, const Array<T>& x1, const py::tuple& grid1,
                      const std::optional<Array<T>>& x2, const py::tuple& grid2, std::size_t channels,
-                     int n_threads) {
+                     int n_threads, const std::optional<py::function>& progress) {
     const auto layers = to_layers(spec);
     const ntkcore::Grid g1 = to_grid(grid1), g2 = x2 ? to_grid(grid2) : g1;
     const auto a = matrix_view(x1, "x1");
@@ -83,7 +83,9 @@ py::tuple layer_gram(const py::list& spec, const Array<T>& x1, const py::tuple& 
     Eigen::Map<ntkcore::RowMatrix<T>> t(ntk.mutable_data(), Eigen::Index(n1), Eigen::Index(n2));
     ntkcore::GramOptions opt;
     opt.n_threads = n_threads;
-    opt.should_stop = python_interrupt_pending;
+    ntkcore::GramOptions::Progress counter;
+    opt.progress = &counter;
+    opt.should_stop = interrupt_or_report(progress, counter);
     without_gil([&] {
         if (x2) {
             const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
@@ -92,6 +94,7 @@ py::tuple layer_gram(const py::list& spec, const Array<T>& x1, const py::tuple& 
             ntkcore::layer_gram<T>(layers, a, g1, nullptr, g1, channels, k, t, opt);
         }
     });
+    if (progress) (*progress)(counter.total.load(), counter.total.load());
     return py::make_tuple(nngp, ntk);
 }
 
@@ -114,7 +117,7 @@ template <class T>
 void define(py::module_& m) {
     m.def("layer_gram", &layer_gram<T>, py::arg("layers"), py::arg("x1").noconvert(), py::arg("grid1"),
           py::arg("x2").noconvert().none(true), py::arg("grid2"), py::arg("channels"),
-          py::arg("n_threads") = 0);
+          py::arg("n_threads") = 0, py::arg("progress") = py::none());
     m.def("layer_diagonal", &layer_diagonal<T>, py::arg("layers"), py::arg("x").noconvert(), py::arg("grid"),
           py::arg("channels"), py::arg("n_threads") = 0);
 }

@@ -35,6 +35,7 @@ def gram(
     n_threads: int = 0,
     tile_rows: int = 64,
     tile_cols: int = 64,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[_FloatArray, _FloatArray]: ...
 def diagonal(network: _KernelNetworkSpec, x: _FloatArray, nngp: _FloatArray, ntk: _FloatArray) -> None: ...
 def hyper_gram(
@@ -53,6 +54,7 @@ def layer_gram(
     grid2: _GridSpec,
     channels: int,
     n_threads: int = 0,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[_FloatArray, _FloatArray]: ...
 def layer_diagonal(
     layers: _LayerSpec, x: _FloatArray, grid: _GridSpec, channels: int, n_threads: int = 0

@@ -18,6 +18,7 @@ import numpy as np
 from . import activations as _activations
 from . import layers as _layers
 from ._native import core as _core
+from ._progress import Progress
 from ._validation import as_points, check_n_threads, explain_memory_error, integers, real, resolve_dtype
 
 __all__ = ["FullyConnected", "Kernels"]
@@ -177,6 +178,7 @@ class FullyConnected:
         *,
         dtype=None,
         n_threads: int | None = None,
+        progress=False,
     ) -> Kernels:
         """NNGP and NTK Gram matrices between the rows of ``x1`` and ``x2``.
 
@@ -192,12 +194,17 @@ class FullyConnected:
             when every input is float32, float64 otherwise.
         n_threads : int >= 1, optional
             Worker threads (default: all the OpenMP runtime offers).
+        progress : bool or callable(done, total)
+            Report the 64 x 64 tiles finished: ``True`` shows a tqdm bar (when tqdm is
+            installed) or a line on stderr; a callable is called on this thread at most
+            every 50 ms and at the end.  Ctrl-C, or an exception it raises, ends the run.
 
         Returns
         -------
         Kernels
             ``nngp`` and ``ntk``, each an (N1, N2) array of ``dtype``.
         """
+        report = Progress(progress, "FullyConnected.kernels")
         dtype = resolve_dtype(dtype, x1, x2)
         a = as_points(x1, "x1", dtype)
         b = None if x2 is None else as_points(x2, "x2", dtype, features=a.shape[1])
@@ -208,7 +215,8 @@ class FullyConnected:
             float32_range(self.diagonal, dtype, a, b),
             explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize),
         ):
-            result = Kernels(*_core.gram(self._core_network(), a, b, threads))
+            with report:
+                result = Kernels(*_core.gram(self._core_network(), a, b, threads, progress=report.callback))
             # A cross kernel's diagonals are checked against the float64 range only (entries can
             # fit when one set's K(x, x) does not): two reductions find an entry that did not.
             if not all(np.isfinite(k.max()) and np.isfinite(k.min()) for k in result):

@@ -49,14 +49,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import sys
-import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from ._native import core as _core
+from ._progress import Progress as _Progress
+from ._progress import check as check_progress
 from ._validation import (
     as_real_array,
     check_n_threads,
@@ -191,55 +191,6 @@ def _kernel_passes(client, net, kernel: str, x: np.ndarray, threads: int):
     from .dask import _ClusterTiles
 
     return _ClusterTiles(client, net, kernel, x, threads)
-
-
-class _Progress:
-    """Reports (done, total) to a callable, a tqdm bar (when tqdm is installed) or stderr.
-
-    Counts over several passes: a pass reports its own (done, total) and, when done ==
-    total, is added to the base of the next.  ``bound`` passes are announced as the total
-    until ``finish()``, which reports the true count.
-    """
-
-    def __init__(self, progress, what: str, bound: int):
-        self._what, self._bound, self._base = what, bound, 0
-        self._callback = progress if callable(progress) else None
-        self._bar = None
-        self._last = 0.0
-        self.enabled = progress is not False
-        if progress is True:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(desc=what, unit="tile")
-
-    def _show(self, done: int, total: int, final: bool = False) -> None:
-        if self._callback is not None:
-            self._callback(done, total)
-        elif self._bar is not None:
-            self._bar.total, self._bar.n = total, done
-            self._bar.refresh()
-        elif final or time.monotonic() - self._last > 0.5:
-            self._last = time.monotonic()
-            sys.stderr.write(f"\r{self._what}: {done}/{total} tiles" + ("\n" if final else ""))
-            sys.stderr.flush()
-
-    def __call__(self, done: int, total: int) -> None:
-        self._show(self._base + done, max(total * self._bound, self._base + total))
-        if done == total:
-            self._base += total
-
-    def finish(self) -> None:
-        if self.enabled:
-            self._show(self._base, self._base, final=True)
-        if self._bar is not None:
-            self._bar.close()
-
-    @property
-    def callback(self):
-        return self if self.enabled else None
 
 
 def _available_memory() -> float:
@@ -383,8 +334,7 @@ class KernelRegression:
         else:
             self.landmarks = as_real_array(landmarks, "landmarks", np.dtype(np.float64), (2, 3, 4), "(m, ...)")
         self.client = client
-        if not (isinstance(progress, bool) or callable(progress)):
-            raise TypeError(f"progress must be True, False or a callable(done, total), got {progress!r}")
+        check_progress(progress)
         self.progress = progress
         self.diag_reg_absolute_scale = flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
         self.max_iter = integer(max_iter, "max_iter", minimum=1)

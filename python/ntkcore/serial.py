@@ -18,6 +18,7 @@ import numpy as np
 from . import activations as _activations
 from . import layers as _layers
 from ._native import core as _core
+from ._progress import Progress
 from ._validation import as_real_array, check_n_threads, explain_memory_error, resolve_dtype
 from .network import Kernels, float32_range
 
@@ -77,7 +78,7 @@ class Serial:
                 spec.append(("act", (act.family, act.core_params)))
         return spec
 
-    def kernels(self, x1, x2=None, *, dtype=None, n_threads: int | None = None) -> Kernels:
+    def kernels(self, x1, x2=None, *, dtype=None, n_threads: int | None = None, progress=False) -> Kernels:
         """NNGP and NTK Gram matrices between the inputs ``x1`` and ``x2``.
 
         Parameters
@@ -91,12 +92,18 @@ class Serial:
             Default: float32 when every input is float32, float64 otherwise.
         n_threads : int, optional
             Threads over input pairs (default: all OpenMP offers).
+        progress : bool or callable(done, total)
+            Report the input pairs finished (the tiles, for a dense chain on vectors):
+            ``True`` shows a tqdm bar (when tqdm is installed) or a line on stderr; a
+            callable is called on this thread at most every 50 ms and at the end.  Ctrl-C,
+            or an exception it raises, ends the run.
 
         Returns
         -------
         Kernels
             ``nngp`` and ``ntk``, (N1, N2) arrays of ``dtype``.
         """
+        report = Progress(progress, "serial kernels", unit="pairs")
         dtype = resolve_dtype(dtype, x1, x2)
         a, grid1, channels = _inputs(x1, "x1", dtype)
         if x2 is None:
@@ -114,8 +121,10 @@ class Serial:
         with (
             float32_range(self.diagonal, dtype, *shaped),
             explain_memory_error(outputs, 2.0 * a.shape[0] * n2 * dtype.itemsize),
+            report,
         ):
-            return Kernels(*_core.layer_gram(self._spec(np.ndim(x1) - 2), a, grid1, b, grid2, channels, threads))
+            spec = self._spec(np.ndim(x1) - 2)
+            return Kernels(*_core.layer_gram(spec, a, grid1, b, grid2, channels, threads, progress=report.callback))
 
     def nngp(self, x1, x2=None, *, dtype=None, n_threads=None) -> np.ndarray:
         """The NNGP Gram matrix K, shape (N1, N2); arguments as :meth:`kernels`."""

@@ -48,6 +48,8 @@ import warnings
 import numpy as np
 
 from ._native import core as _core
+from ._progress import Progress as _Progress
+from ._progress import check as check_progress
 from ._validation import (
     as_points,
     check_n_threads,
@@ -123,7 +125,7 @@ class _TileOperator:
 
     def __init__(self, net, x, kernel: str, n_threads, client, progress):
         from .dynamics import _network_inputs  # dynamics and regression import this module
-        from .regression import _kernel_passes, _Progress
+        from .regression import _kernel_passes
 
         self.points = _network_inputs(net, x, "x")
         self.n = self.points.shape[0]
@@ -131,10 +133,10 @@ class _TileOperator:
         # The power-of-two scale of the solver, from the diagonal as for the plain call.
         self.magnitude = float(np.max(getattr(net.diagonal(self.points), kernel)))
         self.tiles = _kernel_passes(client, net, kernel, self.points, threads)
-        self.progress, self.report_class = progress, _Progress
+        self.progress = progress
 
     def solve(self, k: int, which: str, settings: dict, max_passes) -> tuple:
-        report = self.report_class(self.progress, "eigsh", max_passes or 1000)
+        report = _Progress(self.progress, "eigsh", max_passes or 1000)
         try:
 
             def apply(v: np.ndarray) -> np.ndarray:
@@ -152,8 +154,7 @@ def _tile_operator(K, x, kernel, n_threads, client, progress) -> _TileOperator:
         raise TypeError("client and progress apply to a network's Gram: call eigsh(net, x, ..., client=, progress=)")
     if x is None:
         raise ValueError("x is required with a network: pass eigsh(net, x, ...)")
-    if not (isinstance(progress, bool) or callable(progress)):
-        raise TypeError(f"progress must be True, False or a callable(done, total), got {progress!r}")
+    check_progress(progress)
     return _TileOperator(K, x, choice(kernel, "kernel", _KERNELS), n_threads, client, progress)
 
 

@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -806,9 +807,12 @@ void layer_gram(const std::vector<Layer>& layers, const Eigen::Ref<const RowMatr
     // Rows of pairs as tasks: row i holds (i, j) for j >= i when symmetric.
     const int threads = detail::resolve_threads(opt.n_threads, n1);
     std::vector<detail::LayerWorkspace<T>> ws(static_cast<std::size_t>(threads));
+    std::atomic<std::size_t>* done =
+        detail::start_progress(opt, kernels.symmetric() ? n1 * (n1 + 1) / 2 : n1 * n2);  // pairs
     detail::parallel_tiles(n1, threads, opt.should_stop, [&](std::size_t i) {
         auto& w = ws[std::size_t(detail::thread_index())];
-        for (std::size_t j = kernels.symmetric() ? i : 0; j < n2; ++j) {
+        const std::size_t first = kernels.symmetric() ? i : 0;
+        for (std::size_t j = first; j < n2; ++j) {
             const auto [k, t] = kernels.pair(i, j, w);
             nngp(Eigen::Index(i), Eigen::Index(j)) = k;
             ntk(Eigen::Index(i), Eigen::Index(j)) = t;
@@ -817,6 +821,7 @@ void layer_gram(const std::vector<Layer>& layers, const Eigen::Ref<const RowMatr
                 ntk(Eigen::Index(j), Eigen::Index(i)) = t;
             }
         }
+        if (done) done->fetch_add(n2 - first, std::memory_order_relaxed);
     });
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <stdexcept>
@@ -32,9 +33,33 @@ struct GramOptions {
     // Polled by the calling thread (at most every 50 ms: between tiles, every few layers
     // within one, and in the per-point recursion); true ends the run by Interrupted.
     std::function<bool()> should_stop;
+    // When set, the run stores its number of work units (tiles, or pairs of a layer network)
+    // in `total` before it starts and counts the finished ones in `done`, for progress reports
+    // from should_stop.
+    struct Progress {
+        std::atomic<std::size_t> done{0}, total{0};
+    }* progress = nullptr;
 };
 
 namespace detail {
+
+// The upper-left corners of the tr x tc tiles of an n1 x n2 Gram (the upper triangle of
+// tiles, tc = tr, when it is symmetric).
+inline std::vector<std::pair<std::size_t, std::size_t>> tile_starts(std::size_t n1, std::size_t n2,
+                                                                    std::size_t tr, std::size_t tc,
+                                                                    bool symmetric) {
+    std::vector<std::pair<std::size_t, std::size_t>> starts;
+    for (std::size_t i = 0; i < n1; i += tr)
+        for (std::size_t j = symmetric ? i : 0; j < n2; j += tc) starts.emplace_back(i, j);
+    return starts;
+}
+
+// Sets the unit count of a run and returns the counter to advance (nullptr: not reported).
+inline std::atomic<std::size_t>* start_progress(const GramOptions& opt, std::size_t units) {
+    if (!opt.progress) return nullptr;
+    opt.progress->total.store(units, std::memory_order_relaxed);
+    return &opt.progress->done;
+}
 
 // In a symmetric Gram an off-diagonal tile is also written mirrored, and a diagonal tile
 // only from its upper triangle, so that the result is exactly symmetric.
@@ -78,9 +103,8 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
     const bool symmetric = tiles.symmetric();
     const std::size_t tr = std::max<std::size_t>(1, opt.tile_rows);
     const std::size_t tc = symmetric ? tr : std::max<std::size_t>(1, opt.tile_cols);
-    std::vector<std::pair<std::size_t, std::size_t>> starts;
-    for (std::size_t i = 0; i < n1; i += tr)
-        for (std::size_t j = symmetric ? i : 0; j < n2; j += tc) starts.emplace_back(i, j);
+    const auto starts = detail::tile_starts(n1, n2, tr, tc, symmetric);
+    std::atomic<std::size_t>* done = detail::start_progress(opt, starts.size());
 
     const bool small = n1 * n2 * (net.depth() + 1) < 200000;
     const int threads = detail::resolve_threads(opt.n_threads, small ? 1 : starts.size());
@@ -100,6 +124,7 @@ void gram(const Network& net, const Eigen::Ref<const RowMatrix<T>>& x1,
                                                  : detail::Mirror::off_diagonal;
         detail::write_tile(ws.c.data(), rows, cols, i0, j0, mirror, nngp);
         detail::write_tile(ws.theta.data(), rows, cols, i0, j0, mirror, ntk);
+        if (done) done->fetch_add(1, std::memory_order_relaxed);
     });
 }
 

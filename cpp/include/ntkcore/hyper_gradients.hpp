@@ -260,9 +260,7 @@ inline void hyper_gram(const Network& net, bool nngp, const Eigen::Ref<const Row
     const bool symmetric = tiles.symmetric();
     const std::size_t tr = std::max<std::size_t>(1, opt.tile_rows);
     const std::size_t tc = symmetric ? tr : std::max<std::size_t>(1, opt.tile_cols);
-    std::vector<std::pair<std::size_t, std::size_t>> starts;
-    for (std::size_t i = 0; i < n1; i += tr)
-        for (std::size_t j = symmetric ? i : 0; j < n2; j += tc) starts.emplace_back(i, j);
+    const auto starts = detail::tile_starts(n1, n2, tr, tc, symmetric);
     const int threads = detail::resolve_threads(opt.n_threads, starts.size());
     std::vector<HyperWorkspace> workspaces{std::size_t(threads)};
     StopSignal stop(opt.should_stop);
