@@ -116,7 +116,7 @@ def main():
     axes[-1].set(
         xlabel="gradient-descent step t",
         ylabel=r"$\lambda_{\min}(\tilde\Theta_t) / \lambda_{\min}(\tilde\Theta_0)$",
-        title="true-class NTK shrinks",
+        title="true-class NTK over training",
     )
     axes[-1].legend(fontsize=8)
     fig.suptitle(f"{architecture.name}, {n_points} digits, gradient descent on the cross-entropy")

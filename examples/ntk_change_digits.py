@@ -25,7 +25,7 @@ is a function (``_digits.mlp(2)``).  The CNN half, same code path:
     python examples/ntk_change_digits.py --arch cnn
 
 ``_digits.cnn(2)`` (two Conv 3 x 3 SAME + ReLU layers of n = 10 .. 300 channels, GlobalAvgPool,
-Dense, 10 outputs) on a small subset: the first 20 training images (also the probe set), 20
+Dense, 10 outputs) on a small subset: the first 20 training images (also the probe set), 40
 full-batch steps recorded every 5.  1000 channels do not fit in 10 minutes on the loaded
 2-core machine: the numpy training step of the second convolution grows like n^2.  Writes
 ntk_change_digits_cnn.png and ntk_change_digits_cnn.md.
@@ -41,7 +41,7 @@ ADAM_RATE = 1e-3
 # (architecture, widths or channels, training images, probe images, steps, record every)
 SETTINGS = {
     "mlp": (mlp(2), [10, 30, 100, 300, 1000], 500, 100, 200, 10),
-    "cnn": (cnn(2), [10, 30, 100, 300], 20, 20, 20, 5),
+    "cnn": (cnn(2), [10, 30, 100, 300], 20, 20, 40, 5),
 }
 HERE = Path(__file__).resolve().parent
 
