@@ -6,14 +6,18 @@ training and 500 test images are drawn without replacement with ``default_rng(SE
 the size of the MNIST subsets of "Convolutional Neural Tangent Kernel" (Table 1).
 
 An architecture is a function ``width -> (finite network, infinite-width architecture)``
-so that a CNN (``ntkcore.finite.Network``) can be passed where the MLP is.
+so that a CNN (``ntkcore.finite.Network``) can be passed where the MLP is; it carries
+``name``, ``kind`` ("MLP" or "CNN"), ``suffix`` (of the files a script writes) and ``shape``
+(of one input: 64 pixels, or the 8 x 8 x 1 image).  ``architecture_option`` reads the
+scripts' ``--arch mlp | cnn`` flag.
 """
 
+import argparse
 import time
 
 import ntkcore
 import numpy as np
-from ntkcore import finite
+from ntkcore import finite, layers
 from ntkcore.datasets import load_digits
 
 SEED = 0
@@ -38,7 +42,34 @@ def mlp(depth, W_std=2**0.5, b_std=0.1, activation="relu"):
         return finite.MLP([64] + [width] * depth + [CLASSES], activation, W_std, b_std, seed=seed), arch
 
     build.name = f"MLP, {depth} hidden ReLU layers"
+    build.kind, build.suffix, build.shape = "MLP", "", (64,)
     return build
+
+
+def cnn(depth, W_std=2**0.5, b_std=0.1, activation="relu"):
+    """The convolutional architecture: ``depth`` x (Conv 3 x 3 SAME, ReLU), GlobalAvgPool, Dense
+    readout, on the 8 x 8 x 1 images: ``channels -> (finite.Network, ntkcore.serial)``, 10 outputs."""
+    conv = [layers.Conv((3, 3), padding="SAME", W_std=W_std, b_std=b_std), activation]
+    arch = ntkcore.serial(*conv * depth, layers.GlobalAvgPool(), layers.Dense(W_std=W_std, b_std=b_std))
+
+    def build(width, seed=0):
+        return finite.Network(arch, width, outputs=CLASSES, seed=seed, input_shape=(8, 8, 1)), arch
+
+    build.name = f"CNN, {depth} x (Conv 3x3 SAME, ReLU), GlobalAvgPool, Dense"
+    build.kind, build.suffix, build.shape = "CNN", "_cnn", (8, 8, 1)
+    return build
+
+
+def architecture_option(description):
+    """The ``--arch`` flag of a digits script: "mlp" (default) or "cnn"."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--arch", choices=("mlp", "cnn"), default="mlp", help="dense (default) or convolutional")
+    return parser.parse_args().arch
+
+
+def inputs(x, architecture):
+    """The rows of 64 pixels as the architecture takes them (a view, no copy)."""
+    return x.reshape((len(x), *architecture.shape))
 
 
 def regression_accuracy(k_train, k_test_train, labels_train, labels_test, diag_reg=1e-4):
