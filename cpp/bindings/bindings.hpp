@@ -23,6 +23,8 @@ void bind_spectral(pybind11::module_& m);
 void bind_layers(pybind11::module_& m);
 void bind_hyper_gradients(pybind11::module_& m);
 void bind_solve(pybind11::module_& m);
+// All of them, and best_isa: the contents of each extension module (module.cpp).
+void define_module(pybind11::module_& m);
 
 // The activation of a spec that starts (family, (a, b, c)), and the whole network spec of
 // FullyConnected._core_network(): (family, (a, b, c), w_var, b_var, widths or None).

@@ -7,7 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
-#include "ntkcore/hyper_gradients.hpp"
+#include "instances.hpp"
 
 namespace py = pybind11;
 
@@ -31,9 +31,9 @@ py::tuple hyper_gram(const py::tuple& spec, const std::string& kernel, const Arr
     without_gil([&] {
         if (x2) {
             const Eigen::Ref<const ntkcore::RowMatrix<double>> b = matrix_view(*x2, "x2");
-            ntkcore::hyper_gram(net, kernel == "nngp", a, &b, v, g, opt);
+            hyper_gram_values(net, kernel == "nngp", a, &b, v, g, opt);
         } else {
-            ntkcore::hyper_gram(net, kernel == "nngp", a, nullptr, v, g, opt);
+            hyper_gram_values(net, kernel == "nngp", a, nullptr, v, g, opt);
         }
     });
     return py::make_tuple(value, gradient.attr("reshape")(n1, n2, 2));

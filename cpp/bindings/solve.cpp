@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "instances.hpp"
 #include "ntkcore/solve.hpp"
 
 namespace py = pybind11;
@@ -56,11 +57,9 @@ ntkcore::ColMatrix<T> kernel_product(const py::tuple& spec, const Array<T>& x1,
         const ntkcore::ColMatrix<T> columns = rhs;
         if (x2) {
             const Eigen::Ref<const ntkcore::RowMatrix<T>> b = matrix_view(*x2, "x2");
-            const ntkcore::KernelTiles<T> tiles(net, a, &b, opt.should_stop);
-            ntkcore::cross_kernel_product<T>(tiles, kind, columns, y, opt, done);
+            kernel_product_values<T>(net, a, &b, kind, columns, y, opt, done);
         } else {
-            const ntkcore::KernelTiles<T> tiles(net, a, nullptr, opt.should_stop);
-            ntkcore::symmetric_kernel_product<T>(tiles, kind, columns, y, opt, done);
+            kernel_product_values<T>(net, a, nullptr, kind, columns, y, opt, done);
         }
     });
     if (progress) (*progress)(total, total);
